@@ -1,0 +1,294 @@
+"""Checkpoints: safe loading of every layout met in the wild, and atomic safetensors saving with metadata.
+
+Layouts read (REFERENCE.md sections 4-5): a bare state dict; ``{'state_dict': ...}``; full training checkpoints with
+``state_dict_ema`` (preferred unless ``use_ema=False``); ``module.`` prefixes (DDP); the profiler buffers
+``total_ops`` / ``total_params`` of the GhostNetV2 files; ``.pth``, ``.pth.tar``, ``.safetensors``; training-form and
+deploy-form files (ours, and the official RepGhost deploy files whose RepGhost modules alone are fused).
+Nothing is unpickled but tensors and plain containers (``torch.load(weights_only=True)``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import pickle
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+from torch import nn
+
+from .atomic import atomic_write
+from .deploy.reparameterize import reparameterize
+from .errors import CheckpointError, UnsafeCheckpointError
+from .layers import RepGhostModule
+from .registry import build_model, list_models
+
+StateDict = dict[str, torch.Tensor]
+FORMAT = "ghostnets"
+_WRAPPER_KEYS = ("state_dict", "model", "net")
+_PROFILER_KEYS = ("total_ops", "total_params")
+
+
+def _safe_globals() -> list:
+    """Classes that official training checkpoints pickle beside the weights and that run no code when rebuilt."""
+    allowed: list = [argparse.Namespace]
+    try:
+        import numpy as np
+
+        allowed += [np.dtype, np.core.multiarray.scalar] if hasattr(np, "core") else []
+        allowed += [type(np.dtype(t)) for t in ("float64", "float32", "int64", "int32", "bool")]
+    except Exception:  # numpy is optional for reading
+        pass
+    return allowed
+
+
+def _read_file(path: Path) -> tuple[object, dict[str, str]]:
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    if path.suffix == ".safetensors":
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                return {k: f.get_tensor(k) for k in f.keys()}, dict(f.metadata() or {})
+        except Exception as e:
+            raise CheckpointError(f"cannot read {path} as safetensors ({e}); the file is corrupt or not safetensors") \
+                from None
+    try:
+        with torch.serialization.safe_globals(_safe_globals()):
+            return torch.load(path, map_location="cpu", weights_only=True), {}
+    except pickle.UnpicklingError as e:
+        try:
+            needed = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+        except Exception:
+            needed = []
+        what = f" it would import and call {', '.join(needed)}" if needed else ""
+        raise UnsafeCheckpointError(
+            f"refused to load {path}: it is not a plain weights file;{what}. Unpickling it could run arbitrary code, so "
+            "ghostnets loads only tensors (torch.load(weights_only=True)). If you trust its source, re-save only its "
+            "state dict (torch.save(obj['state_dict'], 'weights.pth')) or convert it to .safetensors. "
+            f"(torch said: {str(e).splitlines()[0]})"
+        ) from None
+    except Exception as e:
+        raise CheckpointError(f"cannot read {path} ({type(e).__name__}: {e}); the file is corrupt or truncated") \
+            from None
+
+
+def _unwrap(obj: object, use_ema: bool | None, path: Path) -> StateDict:
+    if not isinstance(obj, Mapping):
+        raise CheckpointError(f"{path} holds a {type(obj).__name__}, not a state dict or a training checkpoint")
+    if use_ema is not False and "state_dict_ema" in obj:
+        obj = obj["state_dict_ema"]
+    elif use_ema:
+        raise CheckpointError(f"use_ema=True but {path} has no 'state_dict_ema' (keys: {sorted(obj)[:10]})")
+    else:
+        for key in _WRAPPER_KEYS:
+            if key in obj and isinstance(obj[key], Mapping):
+                obj = obj[key]
+                break
+    tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+    if not tensors:
+        raise CheckpointError(f"{path} holds no tensors (top-level keys: {sorted(obj)[:10]})")
+    return tensors
+
+
+def _clean(state_dict: StateDict) -> StateDict:
+    out = {}
+    for key, value in state_dict.items():
+        if key.rsplit(".", 1)[-1] in _PROFILER_KEYS:
+            continue
+        while key.startswith("module."):
+            key = key[len("module."):]
+        out[key] = value
+    return out
+
+
+def read_state_dict(path: str | Path, *, use_ema: bool | None = None) -> tuple[StateDict, dict[str, str]]:
+    """The cleaned weights of a checkpoint file and its ghostnets metadata (empty for other files)."""
+    path = Path(path)
+    obj, metadata = _read_file(path)
+    return _clean(_unwrap(obj, use_ema, path)), metadata
+
+
+def read_metadata(path: str | Path) -> dict:
+    """The ghostnets metadata of a safetensors checkpoint (model, kwargs, deploy, class_names), or ``{}``."""
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        return {}
+    _, raw = _read_file(path)
+    if raw.get("format") != FORMAT:
+        return {}
+    return {"model": raw.get("model"), "kwargs": json.loads(raw.get("kwargs", "{}")),
+            "deploy": raw.get("deploy") == "true", "class_names": json.loads(raw.get("class_names", "null"))}
+
+
+def _diff(state_dict: StateDict, target: Mapping[str, torch.Tensor]) -> tuple[list, list, list]:
+    missing = [k for k in target if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in target]
+    wrong = [(k, tuple(state_dict[k].shape), tuple(target[k].shape))
+             for k in target if k in state_dict and state_dict[k].shape != target[k].shape]
+    return missing, unexpected, wrong
+
+
+def _head_prefix(model: nn.Module) -> str | None:
+    head = model.get_classifier() if hasattr(model, "get_classifier") else None
+    for name, module in model.named_modules():
+        if head is not None and module is head:
+            return name + "."
+    return "classifier." if hasattr(model, "num_classes") else None
+
+
+def _only_head_differs(model: nn.Module, diff: tuple[list, list, list]) -> bool:
+    prefix = _head_prefix(model)
+    keys = diff[0] + diff[1] + [k for k, _, _ in diff[2]]
+    return prefix is not None and all(k.startswith(prefix) for k in keys)
+
+
+def _fits(model: nn.Module, state_dict: StateDict) -> bool:
+    diff = _diff(state_dict, model.state_dict())
+    return not any(diff) or _only_head_differs(model, diff)
+
+
+def _load(model: nn.Module, state_dict: StateDict, path: Path, strict: bool) -> nn.Module:
+    target = model.state_dict()
+    missing, unexpected, wrong = _diff(state_dict, target)
+    if (missing or unexpected or wrong) and _only_head_differs(model, (missing, unexpected, wrong)):
+        prefix = _head_prefix(model)
+        found = next((tuple(v.shape) for k, v in state_dict.items() if k == prefix + "weight"), None)
+        warnings.warn(
+            f"{path.name}: the classifier does not fit (checkpoint {found[0] if found else 'no'} classes, model "
+            f"{getattr(model, 'num_classes', '?')}); the backbone is loaded and the classifier re-initialised",
+            stacklevel=3,
+        )
+        state_dict = {k: v for k, v in state_dict.items() if not k.startswith(prefix)}
+        model.load_state_dict(state_dict, strict=False)
+        return model
+    if strict and (missing or unexpected or wrong):
+        raise CheckpointError(_mismatch_message(model, path, missing, unexpected, wrong, state_dict))
+    if missing or unexpected or wrong:
+        warnings.warn(f"{path.name}: loaded non-strictly; {len(missing)} missing, {len(unexpected)} unexpected and "
+                      f"{len(wrong)} wrongly-shaped keys skipped", stacklevel=3)
+    model.load_state_dict({k: v for k, v in state_dict.items() if k in target and v.shape == target[k].shape},
+                          strict=False)
+    return model
+
+
+def _guess_architecture(state_dict: StateDict) -> list[str]:
+    """Registered names (training or deploy form) whose keys and shapes match the file's backbone."""
+    shapes = {k: tuple(v.shape) for k, v in state_dict.items() if not k.startswith("classifier.")}
+    found = []
+    for name in list_models():
+        for deploy in (False, True):
+            model = build_model(name, deploy=deploy, num_classes=0)
+            if shapes == {k: tuple(v.shape) for k, v in model.state_dict().items()}:
+                found.append(name + (" (deploy form)" if deploy else ""))
+    return found
+
+
+def _mismatch_message(model, path, missing, unexpected, wrong, state_dict) -> str:
+    def show(items):
+        return ", ".join(map(str, items[:6])) + (f", ... ({len(items) - 6} more)" if len(items) > 6 else "")
+
+    name = getattr(model, "model_name", type(model).__name__)
+    form = "deploy" if getattr(model, "deploy", False) else "training"
+    lines = [f"checkpoint {path} does not fit {name} ({form} form):"]
+    if missing:
+        lines.append(f"  {len(missing)} missing keys: {show(missing)}")
+    if unexpected:
+        lines.append(f"  {len(unexpected)} unexpected keys: {show(unexpected)}")
+    if wrong:
+        lines.append(f"  {len(wrong)} wrongly-shaped keys (file vs model): "
+                     + show([f"{k} {a} vs {b}" for k, a, b in wrong]))
+    guesses = _guess_architecture(state_dict)
+    lines.append(f"  The file looks like {', '.join(guesses)}: create that model instead." if guesses else
+                 "  It is another architecture or width; check the model name and width.")
+    return "\n".join(lines)
+
+
+def _lift_official_repghost_deploy(model: nn.Module, state_dict: StateDict) -> StateDict | None:
+    """Rewrite an official RepGhost deploy file (fused ``cheap_operation.weight/bias``, no ``fusion_bn``) into the
+    training-form layout of ``model`` with an identity BN and zeroed fusion BNs: the same function, exactly loadable."""
+    out = dict(state_dict)
+    lifted = False
+    for name, module in model.named_modules():
+        if not isinstance(module, RepGhostModule) or isinstance(module.cheap_operation, nn.Conv2d):
+            continue
+        p = f"{name}.cheap_operation."
+        if p + "weight" not in out:
+            continue
+        if not all(isinstance(b, nn.BatchNorm2d) for b in module.fusion_bn):
+            return None  # a bare identity branch cannot be switched off by weights
+        bn = module.cheap_operation[1]
+        weight, bias = out.pop(p + "weight"), out.pop(p + "bias")
+        ones = torch.ones_like(bias)
+        out[p + "0.weight"] = weight
+        out.update({p + "1.weight": ones * math.sqrt(1.0 + bn.eps), p + "1.bias": bias, p + "1.running_mean": ones * 0,
+                    p + "1.running_var": ones, p + "1.num_batches_tracked": torch.tensor(0)})
+        for i, _ in enumerate(module.fusion_bn):
+            q = f"{name}.fusion_bn.{i}."
+            out.update({q + "weight": ones * 0, q + "bias": ones * 0, q + "running_mean": ones * 0,
+                        q + "running_var": ones, q + "num_batches_tracked": torch.tensor(0)})
+        lifted = True
+    return out if lifted else None
+
+
+def _training_twin(model: nn.Module) -> nn.Module | None:
+    if not hasattr(model, "model_name"):
+        return None
+    return build_model(model.model_name, **{**model.model_kwargs, "deploy": False})
+
+
+def load_checkpoint(
+    model: nn.Module, path: str | Path, *, use_ema: bool | None = None, strict: bool = True
+) -> nn.Module:
+    """Load ``path`` into ``model`` and return the model that holds the weights.
+
+    That is ``model`` itself, except when a training-form model meets a deploy-form file: then the deploy form of
+    the model is returned (a warning says so). A deploy-form model takes training-form files (they are folded).
+    A different class count keeps the backbone and re-initialises the classifier, with a warning.
+    """
+    path = Path(path)
+    state_dict, _ = read_state_dict(path, use_ema=use_ema)
+    if _fits(model, state_dict) or not strict:
+        return _load(model, state_dict, path, strict)
+    if not getattr(model, "deploy", False):
+        twin = reparameterize(model)
+        if _fits(twin, state_dict):
+            warnings.warn(f"{path.name} is a deploy-form checkpoint: returning the deploy form of the model", stacklevel=2)
+            return _load(twin, state_dict, path, strict)
+        lifted = _lift_official_repghost_deploy(model, state_dict)
+        if lifted is not None and _fits(model, lifted):
+            warnings.warn(f"{path.name} is an official RepGhost deploy file: returning the deploy form of the model",
+                          stacklevel=2)
+            return reparameterize(_load(model, lifted, path, strict))
+    else:
+        train = _training_twin(model)
+        if train is not None:
+            lifted = _lift_official_repghost_deploy(train, state_dict)
+            for candidate in (state_dict, lifted):
+                if candidate is not None and _fits(train, candidate):
+                    folded = reparameterize(_load(train, candidate, path, strict))
+                    model.load_state_dict(folded.state_dict())
+                    return model
+    return _load(model, state_dict, path, strict)  # raises with the list of differences
+
+
+def save_checkpoint(
+    model: nn.Module, path: str | Path, *, class_names: list[str] | None = None, overwrite: bool = True,
+    metadata: Mapping[str, str] | None = None,
+) -> Path:
+    """Write ``model``'s weights to ``path`` (.safetensors) atomically, with what rebuilds it from the file alone."""
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        raise ValueError(f"save_checkpoint writes safetensors; name the file *.safetensors, got {path.name}")
+    meta = {"format": FORMAT, "deploy": "true" if getattr(model, "deploy", False) else "false", **(metadata or {})}
+    if hasattr(model, "model_name"):
+        meta["model"] = model.model_name
+        meta["kwargs"] = json.dumps({**model.model_kwargs, "deploy": getattr(model, "deploy", False)})
+    if class_names is not None:
+        meta["class_names"] = json.dumps(list(class_names))
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    return atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=meta), overwrite=overwrite)

@@ -1,0 +1,14 @@
+"""Building blocks of the GhostNet family, one concept per file."""
+
+from .channels import make_divisible
+from .conv_bn_act import ConvBnAct, ConvSequence, conv_bn_act, conv_norm, fold_bn
+from .dfc import DFCAttention
+from .drop_path import DropPath
+from .ghost import GhostBottleneck, GhostModule
+from .repghost import RepGhostBottleneck, RepGhostModule
+from .squeeze_excite import SqueezeExcite
+
+__all__ = [
+    "ConvBnAct", "ConvSequence", "DFCAttention", "DropPath", "GhostBottleneck", "GhostModule", "RepGhostBottleneck",
+    "RepGhostModule", "SqueezeExcite", "conv_bn_act", "conv_norm", "fold_bn", "make_divisible",
+]

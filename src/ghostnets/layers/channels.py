@@ -1,0 +1,15 @@
+"""Channel rounding shared by every GhostNet-family table."""
+
+from __future__ import annotations
+
+
+def make_divisible(value: float, divisor: int = 4, min_value: int | None = None) -> int:
+    """Round ``value`` to the nearest multiple of ``divisor``, never dropping more than 10 %.
+
+    The rule of MobileNetV2's reference code that GhostNet, GhostNetV2 and RepGhostNet use with ``divisor=4``.
+    """
+    min_value = divisor if min_value is None else min_value
+    new_value = max(min_value, int(value + divisor / 2) // divisor * divisor)
+    if new_value < 0.9 * value:
+        new_value += divisor
+    return new_value

@@ -1,0 +1,103 @@
+"""Convolution + BatchNorm (+ activation) and the BatchNorm folding every deploy form relies on.
+
+Training form: ``Conv2d(bias=False)`` followed by ``BatchNorm2d``. Deploy form: one ``Conv2d(bias=True)`` with the
+BatchNorm folded in and ``nn.Identity`` where the norm was, so the official state-dict indices stay put.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+import torch
+from torch import nn
+
+ActFactory = Callable[..., nn.Module]
+
+
+def fold_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
+    """Return a new biased conv equal to ``bn(conv(x))`` in eval mode (Ioffe & Szegedy 2015, eq. of the BN transform)."""
+    fused = nn.Conv2d(
+        conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding, conv.dilation,
+        conv.groups, bias=True, padding_mode=conv.padding_mode,
+    ).to(device=conv.weight.device, dtype=conv.weight.dtype)
+    with torch.no_grad():
+        scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+        bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
+        fused.weight.copy_(conv.weight * scale.reshape(-1, 1, 1, 1))
+        fused.bias.copy_(bn.bias + (bias - bn.running_mean) * scale)
+    return fused
+
+
+def fold_named_pairs(module: nn.Module, pairs: Iterable[tuple[str, str]]) -> nn.Module:
+    """Fold each ``(conv_attr, bn_attr)`` BatchNorm of ``module`` into its conv, leaving ``nn.Identity`` in its place."""
+    for conv_name, bn_name in pairs:
+        bn = getattr(module, bn_name)
+        if isinstance(bn, nn.BatchNorm2d):
+            setattr(module, conv_name, fold_bn(getattr(module, conv_name), bn))
+            setattr(module, bn_name, nn.Identity())
+    return module
+
+
+def conv_norm(
+    in_chs: int, out_chs: int, kernel_size: int | tuple[int, int], stride: int = 1, *, groups: int = 1,
+    padding: int | tuple[int, int] | None = None, deploy: bool = False,
+) -> list[nn.Module]:
+    """``[Conv2d, BatchNorm2d]`` in training form, ``[Conv2d(bias=True), Identity]`` in deploy form."""
+    if padding is None:
+        padding = tuple(k // 2 for k in kernel_size) if isinstance(kernel_size, tuple) else kernel_size // 2
+    conv = nn.Conv2d(in_chs, out_chs, kernel_size, stride, padding, groups=groups, bias=deploy)
+    return [conv, nn.Identity() if deploy else nn.BatchNorm2d(out_chs)]
+
+
+def activation(act_layer: ActFactory | None) -> nn.Module:
+    """An activation module, or ``nn.Identity`` for none (keeps the official indices)."""
+    if act_layer is None:
+        return nn.Identity()
+    try:
+        return act_layer(inplace=True)
+    except TypeError:
+        return act_layer()
+
+
+class ConvSequence(nn.Sequential):
+    """A ``nn.Sequential`` of convs, norms and activations whose ``fuse()`` folds each BatchNorm into the conv before it.
+
+    Used wherever the official code has ``nn.Sequential(conv, bn, ...)`` (Ghost primary/cheap convs, DFC branch,
+    shortcuts), so the keys stay ``<name>.0.weight``, ``<name>.1.running_mean``, ...
+    """
+
+    def fuse(self) -> ConvSequence:
+        """Fold in place (``reparameterize`` works on a copy) and return ``self``."""
+        for i in range(1, len(self)):
+            if isinstance(self[i], nn.BatchNorm2d) and isinstance(self[i - 1], nn.Conv2d):
+                self[i - 1], self[i] = fold_bn(self[i - 1], self[i]), nn.Identity()
+        return self
+
+
+def conv_bn_act(
+    in_chs: int, out_chs: int, kernel_size: int = 1, stride: int = 1, *, groups: int = 1,
+    act_layer: ActFactory | None = nn.ReLU, deploy: bool = False,
+) -> ConvSequence:
+    """``ConvSequence(conv, bn, act)``: the ``[0, 1, 2]`` layout of the official Ghost modules."""
+    return ConvSequence(
+        *conv_norm(in_chs, out_chs, kernel_size, stride, groups=groups, deploy=deploy), activation(act_layer)
+    )
+
+
+class ConvBnAct(nn.Module):
+    """Conv + BN + activation with the official attribute names ``conv``, ``bn1``, ``act1`` (the last 1x1 stage)."""
+
+    def __init__(
+        self, in_chs: int, out_chs: int, kernel_size: int = 1, stride: int = 1, *,
+        act_layer: ActFactory | None = nn.ReLU, deploy: bool = False,
+    ) -> None:
+        super().__init__()
+        self.conv, self.bn1 = conv_norm(in_chs, out_chs, kernel_size, stride, deploy=deploy)
+        self.act1 = activation(act_layer)
+        self.out_chs = out_chs
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act1(self.bn1(self.conv(x)))
+
+    def fuse(self) -> ConvBnAct:
+        return fold_named_pairs(self, [("conv", "bn1")])

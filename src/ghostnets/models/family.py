@@ -1,0 +1,38 @@
+"""What a family file declares about itself: its builder, its published variants and their figures."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from torch import nn
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One published width of a family, with the paper's figures and the exact counts of the official code."""
+
+    width: float
+    params: int  # exact count of the official model class (REFERENCE.md), training form
+    madds: float  # multiply-adds at 224x224 (conv + linear), computed
+    paper_params: float  # as printed in the paper, in millions
+    paper_madds: float  # as printed in the paper, in millions
+    top1: float
+    top5: float | None = None
+    deploy_params: int | None = None  # exact deploy-form count where it differs (re-parameterized families)
+    recipe: str | None = None
+
+
+@dataclass(frozen=True)
+class Family:
+    """A model family: its builder ``builder(width=..., **kwargs) -> nn.Module`` and its published variants."""
+
+    name: str
+    builder: Callable[..., nn.Module]
+    variants: dict[str, Variant]
+    paper: str
+    arxiv: str
+    code: str
+    recipe: str
+    notes: str = ""
+    extra_kwargs: tuple[str, ...] = field(default_factory=tuple)

@@ -1,0 +1,51 @@
+"""``features_only=True``: the feature maps of the last block at each stride, for detection and segmentation."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from ..layers.conv_bn_act import fold_named_pairs
+from .input_check import check_image_batch
+from .skeleton import GhostFamilyNet
+
+
+class FeatureListNet(nn.Module):
+    """Runs the stem and the stages up to the deepest requested tap; returns one map per ``out_indices`` entry.
+
+    Keeps the backbone's module names (``conv_stem``, ``blocks.N``...) so backbone weights load unchanged.
+    """
+
+    def __init__(self, model: GhostFamilyNet, out_indices: Sequence[int] | None = None) -> None:
+        super().__init__()
+        n_taps = len(model.feature_info)
+        out_indices = tuple(range(n_taps)) if out_indices is None else tuple(out_indices)
+        bad = [i for i in out_indices if not -n_taps <= i < n_taps]
+        if bad or not out_indices:
+            raise ValueError(f"out_indices must be taken from 0..{n_taps - 1} (strides "
+                             f"{[f['reduction'] for f in model.feature_info]}), got {out_indices}")
+        out_indices = tuple(sorted({i % n_taps for i in out_indices}))
+        self.feature_info = [dict(model.feature_info[i], index=i) for i in out_indices]
+        self.out_indices = out_indices
+        self.in_chans, self.deploy = model.in_chans, model.deploy
+        self.conv_stem, self.bn1, self.act1 = model.conv_stem, model.bn1, model.act1
+        taps = [int(info["module"].split(".")[1]) for info in self.feature_info]
+        self.blocks = model.blocks[: max(taps) + 1]
+        self._taps = frozenset(taps)
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        check_image_batch(x, self.in_chans)
+        x = self.act1(self.bn1(self.conv_stem(x)))
+        features = []
+        for i, stage in enumerate(self.blocks):
+            x = stage(x)
+            if i in self._taps:
+                features.append(x)
+        return features
+
+    def fuse(self) -> FeatureListNet:
+        fold_named_pairs(self, [("conv_stem", "bn1")])
+        self.deploy = True
+        return self

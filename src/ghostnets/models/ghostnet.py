@@ -1,0 +1,49 @@
+"""GhostNet (C-GhostNet): Han et al., "GhostNet: More Features from Cheap Operations", CVPR 2020, arXiv 1911.11907.
+
+Table 1 of the paper as data; every channel count is scaled by ``width`` and rounded by ``make_divisible(., 4)``.
+"""
+
+from __future__ import annotations
+
+from ..layers import GhostBottleneck, make_divisible
+from .family import Family, Variant
+from .skeleton import GhostFamilyNet, StageTable
+
+#         k, exp, out,   SE, stride
+GHOSTNET_TABLE: StageTable = (
+    ((3, 16, 16, 0.0, 1),),
+    ((3, 48, 24, 0.0, 2),),
+    ((3, 72, 24, 0.0, 1),),
+    ((5, 72, 40, 0.25, 2),),
+    ((5, 120, 40, 0.25, 1),),
+    ((3, 240, 80, 0.0, 2),),
+    ((3, 200, 80, 0.0, 1), (3, 184, 80, 0.0, 1), (3, 184, 80, 0.0, 1), (3, 480, 112, 0.25, 1), (3, 672, 112, 0.25, 1)),
+    ((5, 672, 160, 0.25, 2),),
+    ((5, 960, 160, 0.0, 1), (5, 960, 160, 0.25, 1), (5, 960, 160, 0.0, 1), (5, 960, 160, 0.25, 1)),
+)
+FINAL_CHS = 960
+
+
+def _ghost_block(index, in_chs, mid_chs, out_chs, k, stride, se_ratio, drop_path, deploy) -> GhostBottleneck:
+    return GhostBottleneck(in_chs, mid_chs, out_chs, k, stride, se_ratio=se_ratio, drop_path=drop_path, deploy=deploy)
+
+
+def ghostnet(width: float = 1.0, **kwargs) -> GhostFamilyNet:
+    """GhostNet at any ``width`` (published: 0.5, 1.0, 1.3)."""
+    return GhostFamilyNet(GHOSTNET_TABLE, _ghost_block, make_divisible(FINAL_CHS * width, 4), width=width, **kwargs)
+
+
+FAMILY = Family(
+    name="ghostnet",
+    builder=ghostnet,
+    variants={
+        "ghostnet_050": Variant(0.5, 2_587_292, 42.3e6, 2.6, 42, 66.2, 86.6),
+        "ghostnet_100": Variant(1.0, 5_182_508, 141.2e6, 5.2, 141, 73.9, 91.4),
+        "ghostnet_130": Variant(1.3, 7_358_820, 227.0e6, 7.3, 226, 75.7, 92.7),
+    },
+    paper="Han et al., GhostNet: More Features from Cheap Operations, CVPR 2020",
+    arxiv="https://arxiv.org/abs/1911.11907",
+    code="https://github.com/huawei-noah/Efficient-AI-Backbones/tree/master/ghostnet_pytorch",
+    recipe="ghostnet",
+    notes="The official PyTorch 1.0x file measures 73.98 top-1 / 91.46 top-5.",
+)

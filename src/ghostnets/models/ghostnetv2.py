@@ -1,0 +1,45 @@
+"""GhostNetV2: Tang et al., "GhostNetV2: Enhance Cheap Operation with Long-Range Attention", NeurIPS 2022,
+arXiv 2211.12905.
+
+GhostNet's table and skeleton; ``ghost1`` of every bottleneck but the first two carries DFC attention.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+from ..layers import GhostBottleneck, GhostModule, make_divisible
+from .family import Family, Variant
+from .ghostnet import FINAL_CHS, GHOSTNET_TABLE
+from .skeleton import GhostFamilyNet
+
+FIRST_DFC_BLOCK = 2  # blocks.0.0 and blocks.1.0 have no DFC attention (official `layer_id <= 1`)
+
+
+def _ghostv2_block(index, in_chs, mid_chs, out_chs, k, stride, se_ratio, drop_path, deploy) -> GhostBottleneck:
+    expand = partial(GhostModule, use_dfc=index >= FIRST_DFC_BLOCK)
+    return GhostBottleneck(
+        in_chs, mid_chs, out_chs, k, stride, se_ratio=se_ratio, expand_layer=expand, project_layer=GhostModule,
+        drop_path=drop_path, deploy=deploy,
+    )
+
+
+def ghostnetv2(width: float = 1.0, **kwargs) -> GhostFamilyNet:
+    """GhostNetV2 at any ``width`` (published: 1.0, 1.3, 1.6)."""
+    return GhostFamilyNet(GHOSTNET_TABLE, _ghostv2_block, make_divisible(FINAL_CHS * width, 4), width=width, **kwargs)
+
+
+FAMILY = Family(
+    name="ghostnetv2",
+    builder=ghostnetv2,
+    variants={
+        "ghostnetv2_100": Variant(1.0, 6_156_908, 167.0e6, 6.1, 167, 75.3),
+        "ghostnetv2_130": Variant(1.3, 8_960_404, 269.3e6, 8.9, 269, 76.9),
+        "ghostnetv2_160": Variant(1.6, 12_392_698, 398.6e6, 12.3, 399, 77.8),
+    },
+    paper="Tang et al., GhostNetV2: Enhance Cheap Operation with Long-Range Attention, NeurIPS 2022",
+    arxiv="https://arxiv.org/abs/2211.12905",
+    code="https://github.com/huawei-noah/Efficient-AI-Backbones/tree/master/ghostnetv2_pytorch",
+    recipe="ghostnetv2",
+    notes="Official files carry profiler buffers (total_ops/total_params); they are dropped on load.",
+)

@@ -1,0 +1,39 @@
+"""Input validation shared by every ghostnets model: fail before any convolution runs, with the expected shape."""
+
+from __future__ import annotations
+
+import torch
+
+from ..errors import InputShapeError
+
+MIN_INPUT_SIZE = 32
+
+
+def _tracing() -> bool:
+    return torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_compiling() or \
+        torch.onnx.is_in_onnx_export()
+
+
+def check_image_batch(x: object, in_chans: int, min_size: int = MIN_INPUT_SIZE) -> None:
+    """Raise :class:`InputShapeError` unless ``x`` is a float (N, in_chans, H, W) tensor with H, W >= ``min_size``."""
+    if _tracing():
+        return
+    expected = f"a floating-point tensor of shape (N, {in_chans}, H, W) with H, W >= {min_size}"
+    if not isinstance(x, torch.Tensor):
+        raise InputShapeError(f"expected {expected}, got {type(x).__name__}")
+    if x.dim() != 4:
+        hint = " (add a batch dimension with x.unsqueeze(0))" if x.dim() == 3 else ""
+        raise InputShapeError(f"expected {expected}, got a {x.dim()}-D tensor of shape {tuple(x.shape)}{hint}")
+    if not x.is_floating_point():
+        raise InputShapeError(
+            f"expected {expected}, got dtype {x.dtype}; convert images with x.float() / 255 and normalise them"
+        )
+    if x.shape[1] != in_chans:
+        raise InputShapeError(
+            f"expected {expected}, got {x.shape[1]} channels (shape {tuple(x.shape)}); build the model with "
+            f"in_chans={x.shape[1]} or convert the images"
+        )
+    if x.shape[-2] < min_size or x.shape[-1] < min_size:
+        raise InputShapeError(
+            f"expected {expected}, got {x.shape[-2]}x{x.shape[-1]}; resize the images to at least {min_size} px"
+        )

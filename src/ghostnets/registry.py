@@ -1,0 +1,112 @@
+"""Model registration: every published variant is a name with a card (paper figures, eval transform, recipe)."""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+from dataclasses import asdict, dataclass
+
+from torch import nn
+
+from .errors import UnknownModelError
+from .models import FAMILIES
+from .models.family import Family, Variant
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class EvalTransform:
+    """How the paper evaluates: resize the short side to ``resize``, centre-crop ``input_size``, normalise."""
+
+    input_size: tuple[int, int, int] = (3, 224, 224)
+    crop_pct: float = 0.875
+    interpolation: str = "bicubic"
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+
+    @property
+    def resize(self) -> int:
+        return int(self.input_size[-1] / self.crop_pct)
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """What is known of a registered model: its family, the paper's figures, how to evaluate and train it."""
+
+    name: str
+    family: str
+    width: float
+    params: int
+    madds: float
+    paper_params_m: float
+    paper_madds_m: float
+    top1: float
+    top5: float | None
+    deploy_params: int | None
+    eval_transform: EvalTransform
+    recipe: str
+    paper: str
+    arxiv: str
+    code: str
+    notes: str
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+_FAMILIES: dict[str, Family] = {}
+_CARDS: dict[str, ModelCard] = {}
+
+
+def _card(family: Family, name: str, v: Variant) -> ModelCard:
+    return ModelCard(
+        name=name, family=family.name, width=v.width, params=v.params, madds=v.madds, paper_params_m=v.paper_params,
+        paper_madds_m=v.paper_madds, top1=v.top1, top5=v.top5, deploy_params=v.deploy_params,
+        eval_transform=EvalTransform(), recipe=v.recipe or family.recipe, paper=family.paper, arxiv=family.arxiv,
+        code=family.code, notes=family.notes,
+    )
+
+
+def register_family(family: Family) -> None:
+    """Register every published variant of ``family`` under its name."""
+    for name, variant in family.variants.items():
+        if name in _CARDS:
+            raise ValueError(f"model name {name!r} is registered twice")
+        _FAMILIES[name] = family
+        _CARDS[name] = _card(family, name, variant)
+
+
+for _family in FAMILIES:
+    register_family(_family)
+
+
+def list_models(pattern: str = "*") -> list[str]:
+    """Registered names matching the shell-style ``pattern``, sorted."""
+    return sorted(n for n in _CARDS if fnmatch.fnmatchcase(n, pattern))
+
+
+def _lookup(name: str) -> str:
+    if name in _CARDS:
+        return name
+    close = difflib.get_close_matches(name, list(_CARDS), n=4, cutoff=0.5)
+    hint = f" Did you mean {', '.join(close)}?" if close else ""
+    raise UnknownModelError(f"unknown model {name!r}.{hint} `ghostnets list` (or list_models()) shows all "
+                            f"{len(_CARDS)} registered names.")
+
+
+def model_info(name: str) -> ModelCard:
+    """The card of a registered model."""
+    return _CARDS[_lookup(name)]
+
+
+def build_model(name: str, **kwargs) -> nn.Module:
+    """Build a registered model with random weights; ``kwargs`` go to the family builder (``width`` overrides)."""
+    name = _lookup(name)
+    family = _FAMILIES[name]
+    kwargs = {"width": _CARDS[name].width, **kwargs}
+    model = family.builder(**kwargs)
+    model.model_name = name
+    model.model_kwargs = kwargs
+    return model
