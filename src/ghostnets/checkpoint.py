@@ -53,7 +53,7 @@ def _read_file(path: Path) -> tuple[object, dict[str, str]]:
     if path.suffix == ".safetensors":
         try:
             with safe_open(str(path), framework="pt") as f:
-                return {k: f.get_tensor(k) for k in f.keys()}, dict(f.metadata() or {})
+                return {k: f.get_tensor(k) for k in f}, dict(f.metadata() or {})
         except Exception as e:
             raise CheckpointError(f"cannot read {path} as safetensors ({e}); the file is corrupt or not safetensors") \
                 from None
@@ -67,9 +67,9 @@ def _read_file(path: Path) -> tuple[object, dict[str, str]]:
             needed = []
         what = f" it would import and call {', '.join(needed)}" if needed else ""
         raise UnsafeCheckpointError(
-            f"refused to load {path}: it is not a plain weights file;{what}. Unpickling it could run arbitrary code, so "
-            "ghostnets loads only tensors (torch.load(weights_only=True)). If you trust its source, re-save only its "
-            "state dict (torch.save(obj['state_dict'], 'weights.pth')) or convert it to .safetensors. "
+            f"refused to load {path}: it is not a plain weights file;{what}. Unpickling it could run arbitrary "
+            "code, so ghostnets loads only tensors (torch.load(weights_only=True)). If you trust its source, re-save "
+            "only its state dict (torch.save(obj['state_dict'], 'weights.pth')) or convert it to .safetensors. "
             f"(torch said: {str(e).splitlines()[0]})"
         ) from None
     except Exception as e:
@@ -257,7 +257,8 @@ def load_checkpoint(
     if not getattr(model, "deploy", False):
         twin = reparameterize(model)
         if _fits(twin, state_dict):
-            warnings.warn(f"{path.name} is a deploy-form checkpoint: returning the deploy form of the model", stacklevel=2)
+            warnings.warn(f"{path.name} is a deploy-form checkpoint: returning the deploy form of the model",
+                          stacklevel=2)
             return _load(twin, state_dict, path, strict)
         lifted = _lift_official_repghost_deploy(model, state_dict)
         if lifted is not None and _fits(model, lifted):

@@ -29,7 +29,8 @@ def reparameterize(model: nn.Module) -> nn.Module:
     deployed = _fuse_tree(copy.deepcopy(model).eval())
     left = [name for name, m in deployed.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     if left:
-        raise TypeError(f"reparameterize: no fuse() folds the BatchNorm layers {left[:5]}{'...' if len(left) > 5 else ''}; "
+        more = "..." if len(left) > 5 else ""
+        raise TypeError(f"reparameterize: no fuse() folds the BatchNorm layers {left[:5]}{more}; "
                         "give their parent module a fuse() method")
     if hasattr(deployed, "model_kwargs"):
         deployed.model_kwargs = {**deployed.model_kwargs, "deploy": True}

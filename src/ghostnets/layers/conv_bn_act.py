@@ -15,7 +15,7 @@ ActFactory = Callable[..., nn.Module]
 
 
 def fold_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
-    """Return a new biased conv equal to ``bn(conv(x))`` in eval mode (Ioffe & Szegedy 2015, eq. of the BN transform)."""
+    """Return a new biased conv equal to ``bn(conv(x))`` in eval mode (the BN transform of Ioffe & Szegedy 2015)."""
     fused = nn.Conv2d(
         conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding, conv.dilation,
         conv.groups, bias=True, padding_mode=conv.padding_mode,
@@ -29,7 +29,7 @@ def fold_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
 
 
 def fold_named_pairs(module: nn.Module, pairs: Iterable[tuple[str, str]]) -> nn.Module:
-    """Fold each ``(conv_attr, bn_attr)`` BatchNorm of ``module`` into its conv, leaving ``nn.Identity`` in its place."""
+    """Fold each ``(conv_attr, bn_attr)`` BatchNorm of ``module`` into its conv, leaving ``nn.Identity`` behind."""
     for conv_name, bn_name in pairs:
         bn = getattr(module, bn_name)
         if isinstance(bn, nn.BatchNorm2d):
@@ -60,7 +60,7 @@ def activation(act_layer: ActFactory | None) -> nn.Module:
 
 
 class ConvSequence(nn.Sequential):
-    """A ``nn.Sequential`` of convs, norms and activations whose ``fuse()`` folds each BatchNorm into the conv before it.
+    """A ``nn.Sequential`` of convs, norms and activations; ``fuse()`` folds each BatchNorm into the conv before it.
 
     Used wherever the official code has ``nn.Sequential(conv, bn, ...)`` (Ghost primary/cheap convs, DFC branch,
     shortcuts), so the keys stay ``<name>.0.weight``, ``<name>.1.running_mean``, ...

@@ -1,4 +1,4 @@
-"""DFC attention: decoupled fully-connected attention of GhostNetV2 (Tang et al., NeurIPS 2022, arXiv 2211.12905, Sec. 3.2)."""
+"""DFC attention: decoupled fully-connected attention of GhostNetV2 (Tang et al., NeurIPS 2022, arXiv 2211.12905)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from .conv_bn_act import ConvSequence, conv_norm
 
 
 class DFCAttention(ConvSequence):
-    """avg pool 2x2 -> 1x1 conv+BN -> depthwise (1, 5) conv+BN -> depthwise (5, 1) conv+BN -> sigmoid -> nearest upsample.
+    """avg pool 2x2 -> 1x1 conv+BN -> depthwise (1, 5) conv+BN -> depthwise (5, 1) conv+BN -> sigmoid -> upsample.
 
     The horizontal and vertical depthwise convs are the paper's decoupled FC layers (eq. 4-5), run at half resolution.
     It is a flat sequence so the official keys ``short_conv.{0..5}`` hold. The gate is upsampled to the exact (H, W) of

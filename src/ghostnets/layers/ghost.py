@@ -67,7 +67,9 @@ class GhostBottleneck(nn.Module):
         project_layer = project_layer or expand_layer
         self.ghost1 = expand_layer(in_chs, mid_chs, act_layer=nn.ReLU, deploy=deploy)
         if stride > 1:
-            self.conv_dw, self.bn_dw = conv_norm(mid_chs, mid_chs, dw_kernel_size, stride, groups=mid_chs, deploy=deploy)
+            self.conv_dw, self.bn_dw = conv_norm(
+                mid_chs, mid_chs, dw_kernel_size, stride, groups=mid_chs, deploy=deploy
+            )
         else:
             self.conv_dw = self.bn_dw = None
         self.se = SqueezeExcite(mid_chs, se_ratio) if se_ratio else None

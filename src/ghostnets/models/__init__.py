@@ -1,8 +1,8 @@
 """Model families, one file each; ``FAMILIES`` is what the registry registers."""
 
 from .features import FeatureListNet
-from .ghostnet import ghostnet
 from .ghostnet import FAMILY as GHOSTNET
+from .ghostnet import ghostnet
 from .ghostnetv2 import FAMILY as GHOSTNETV2
 from .ghostnetv2 import ghostnetv2
 from .repghostnet import FAMILY as REPGHOSTNET

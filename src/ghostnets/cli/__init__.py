@@ -1,0 +1,38 @@
+"""The ``ghostnets`` command. Each subcommand lives in its own module and registers itself here."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+from collections.abc import Sequence
+
+from ..errors import GhostnetsError
+from . import models, reparam, verify
+
+SUBCOMMANDS = (models, reparam, verify)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ghostnets", description="The GhostNet family of efficient CNNs: models, deploy, measure."
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for module in SUBCOMMANDS:
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the console script; returns the exit code (0 success, 1 failed check, 2 bad input)."""
+    args = build_parser().parse_args(argv)
+    warnings.simplefilter("default")
+    warnings.formatwarning = lambda message, category, *a, **k: f"ghostnets: warning: {message}\n"
+    try:
+        return int(args.run(args) or 0)
+    except (GhostnetsError, FileExistsError, FileNotFoundError, ValueError) as e:
+        print(f"ghostnets: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("ghostnets: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,53 @@
+"""``ghostnets list [PATTERN]`` and ``ghostnets info NAME``."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..deploy import reparameterize
+from ..profile import count_madds, count_params
+from ..registry import build_model, list_models, model_info
+from .table import format_table
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("list", help="list registered models")
+    p.add_argument("pattern", nargs="?", default="*", help="shell-style pattern, e.g. 'repghost*'")
+    p.set_defaults(run=run_list)
+    p = sub.add_parser("info", help="a model's card, with its parameters and MAdds counted now")
+    p.add_argument("name")
+    p.set_defaults(run=run_info)
+
+
+def run_list(args: argparse.Namespace) -> int:
+    names = list_models(args.pattern)
+    if not names:
+        print(f"no model matches {args.pattern!r}; `ghostnets list` shows all")
+        return 1
+    rows = [(n, model_info(n).family, f"{model_info(n).paper_params_m:.1f}M", f"{model_info(n).paper_madds_m:g}M",
+             f"{model_info(n).top1:.1f}") for n in names]
+    print(format_table(["model", "family", "params", "MAdds", "top-1"], rows))
+    return 0
+
+
+def run_info(args: argparse.Namespace) -> int:
+    card = model_info(args.name)
+    model = build_model(card.name).eval()
+    deployed = reparameterize(model)
+    t = card.eval_transform
+    top5 = f" / top-5 {card.top5:.1f}" if card.top5 else ""
+    print(f"{card.name}  ({card.family}, width {card.width:g})")
+    print(f"  paper      {card.paper}\n             {card.arxiv}\n  code       {card.code}")
+    print(f"  ImageNet   top-1 {card.top1:.1f}{top5}  (paper: {card.paper_params_m:g}M params, "
+          f"{card.paper_madds_m:g}M MAdds)")
+    print(f"  params     {count_params(model):,} training form, {count_params(deployed):,} deploy form "
+          f"(official code: {card.params:,})")
+    print(f"  MAdds      {count_madds(model) / 1e6:.1f}M at 224x224 (official code: {card.madds / 1e6:.1f}M)")
+    print(f"  eval       resize {t.resize} {t.interpolation}, centre crop {t.input_size[1]}x{t.input_size[2]} "
+          f"(crop_pct {t.crop_pct}), mean {t.mean}, std {t.std}")
+    print(f"  recipe     {card.recipe}")
+    print("  features   " + ", ".join(f"stride {f['reduction']}: {f['num_chs']} ch ({f['module']})"
+                                       for f in model.feature_info))
+    if card.notes:
+        print(f"  notes      {card.notes}")
+    return 0

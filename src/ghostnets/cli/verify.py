@@ -1,0 +1,48 @@
+"""``ghostnets verify [PATTERN]``: build every model, count it, re-parameterize it and prove the deploy form exact."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ..deploy import is_equivalent, max_output_difference, randomize_batchnorm, reparameterize
+from ..profile import count_madds, count_params
+from ..registry import build_model, list_models, model_info
+from .table import format_table
+
+MADDS_TOLERANCE = 0.005
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("verify", help="check params, MAdds and deploy equivalence of every registered model")
+    p.add_argument("pattern", nargs="?", default="*")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    rows, failures = [], []
+    for name in list_models(args.pattern):
+        card = model_info(name)
+        model = randomize_batchnorm(build_model(name)).eval()  # non-trivial BN statistics: a wrong fold shows
+        deployed = reparameterize(model)
+        params, madds = count_params(model), count_madds(model)
+        diff, scale = max_output_difference(model, deployed)
+        ok_params = params == card.params
+        ok_madds = abs(madds - card.madds) <= MADDS_TOLERANCE * card.madds
+        ok_deploy = is_equivalent(diff, scale)
+        if not (ok_params and ok_madds and ok_deploy):
+            failures.append(name)
+        rows.append((
+            name, f"{params:,}", f"{card.params:,}" + ("" if ok_params else " !"),
+            f"{madds / 1e6:.1f}M", f"{card.madds / 1e6:.1f}M" + ("" if ok_madds else " !"),
+            f"{card.top1:.1f}", f"{count_params(deployed):,}", f"{diff:.1e}" + ("" if ok_deploy else " !"),
+        ))
+        if sys.stderr.isatty():
+            print(f"checked {name:<20}", end="\r", file=sys.stderr, flush=True)
+    print(format_table(["model", "params", "official", "MAdds", "official", "top-1", "deploy params",
+                        "max|Δ| deploy"], rows))
+    print(f"\n{len(rows) - len(failures)}/{len(rows)} models: exact params, MAdds within 0.5 %, deploy form equal "
+          "(max |Δ logits| <= 1e-4 · max(1, |logits|), random BN statistics, 2x3x224x224)")
+    if failures:
+        print("FAILED: " + ", ".join(failures))
+    return 1 if failures else 0
