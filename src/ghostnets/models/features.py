@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from ..layers.conv_bn_act import fold_named_pairs
-from .input_check import check_image_batch
+from .input_check import prepare_input
 from .skeleton import GhostFamilyNet
 
 
@@ -29,14 +29,14 @@ class FeatureListNet(nn.Module):
         out_indices = tuple(sorted({i % n_taps for i in out_indices}))
         self.feature_info = [dict(model.feature_info[i], index=i) for i in out_indices]
         self.out_indices = out_indices
-        self.in_chans, self.deploy = model.in_chans, model.deploy
+        self.in_chans, self.deploy, self.channels_last = model.in_chans, model.deploy, model.channels_last
         self.conv_stem, self.bn1, self.act1 = model.conv_stem, model.bn1, model.act1
         taps = [int(info["module"].split(".")[1]) for info in self.feature_info]
         self.blocks = model.blocks[: max(taps) + 1]
         self._taps = frozenset(taps)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        check_image_batch(x, self.in_chans)
+        x = prepare_input(x, self.in_chans, self.channels_last)
         x = self.act1(self.bn1(self.conv_stem(x)))
         features = []
         for i, stage in enumerate(self.blocks):
@@ -47,5 +47,5 @@ class FeatureListNet(nn.Module):
 
     def fuse(self) -> FeatureListNet:
         fold_named_pairs(self, [("conv_stem", "bn1")])
-        self.deploy = True
-        return self
+        self.deploy = self.channels_last = True
+        return self.to(memory_format=torch.channels_last)

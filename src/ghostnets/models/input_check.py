@@ -37,3 +37,9 @@ def check_image_batch(x: object, in_chans: int, min_size: int = MIN_INPUT_SIZE) 
         raise InputShapeError(
             f"expected {expected}, got {x.shape[-2]}x{x.shape[-1]}; resize the images to at least {min_size} px"
         )
+
+
+def prepare_input(x: torch.Tensor, in_chans: int, channels_last: bool) -> torch.Tensor:
+    """Validate ``x`` (see :func:`check_image_batch`) and give it the memory format the model runs in."""
+    check_image_batch(x, in_chans)
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
