@@ -39,24 +39,26 @@ def _safe_globals() -> list:
     allowed: list = [argparse.Namespace]
     try:
         import numpy as np
-
-        allowed += [np.dtype, np.core.multiarray.scalar] if hasattr(np, "core") else []
-        allowed += [type(np.dtype(t)) for t in ("float64", "float32", "int64", "int32", "bool")]
-    except Exception:  # numpy is optional for reading
-        pass
+        from numpy._core.multiarray import scalar
+    except ImportError:  # numpy < 2 or no numpy: torch's own defaults apply
+        return allowed
+    # numpy 1.x pickled the scalar constructor as numpy.core.multiarray.scalar; allow both spellings
+    allowed += [np.dtype, scalar, (scalar, "numpy.core.multiarray.scalar")]
+    allowed += [type(np.dtype(t)) for t in ("float64", "float32", "float16", "int64", "int32", "bool")]
     return allowed
 
 
 def _read_file(path: Path) -> tuple[object, dict[str, str]]:
     if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist")
+        raise CheckpointError(f"checkpoint {path} does not exist (or is not a file)")
     if path.suffix == ".safetensors":
         try:
             with safe_open(str(path), framework="pt") as f:
-                return {k: f.get_tensor(k) for k in f}, dict(f.metadata() or {})
+                return {k: f.get_tensor(k) for k in f.keys()}, dict(f.metadata() or {})  # noqa: SIM118
         except Exception as e:
             raise CheckpointError(f"cannot read {path} as safetensors ({e}); the file is corrupt or not safetensors") \
                 from None
+    corrupt = f"cannot read {path}: the file is corrupt, truncated or not a PyTorch checkpoint"
     try:
         with torch.serialization.safe_globals(_safe_globals()):
             return torch.load(path, map_location="cpu", weights_only=True), {}
@@ -65,16 +67,17 @@ def _read_file(path: Path) -> tuple[object, dict[str, str]]:
             needed = torch.serialization.get_unsafe_globals_in_checkpoint(path)
         except Exception:
             needed = []
-        what = f" it would import and call {', '.join(needed)}" if needed else ""
+        if not needed and "GLOBAL" not in str(e):
+            raise CheckpointError(f"{corrupt} ({str(e).splitlines()[0]})") from None
+        what = f": it would import and call {', '.join(needed)}" if needed else ""
         raise UnsafeCheckpointError(
-            f"refused to load {path}: it is not a plain weights file;{what}. Unpickling it could run arbitrary "
+            f"refused to load {path}: it is not a plain weights file{what}. Unpickling it could run arbitrary "
             "code, so ghostnets loads only tensors (torch.load(weights_only=True)). If you trust its source, re-save "
             "only its state dict (torch.save(obj['state_dict'], 'weights.pth')) or convert it to .safetensors. "
             f"(torch said: {str(e).splitlines()[0]})"
         ) from None
     except Exception as e:
-        raise CheckpointError(f"cannot read {path} ({type(e).__name__}: {e}); the file is corrupt or truncated") \
-            from None
+        raise CheckpointError(f"{corrupt} ({type(e).__name__}: {e})") from None
 
 
 def _unwrap(obj: object, use_ema: bool | None, path: Path) -> StateDict:
