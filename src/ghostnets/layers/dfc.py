@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 import torch.nn.functional as F
 
 from .conv_bn_act import ConvSequence, conv_norm
+
+
+def _pool_kernel(x: torch.Tensor) -> tuple[int, int]:
+    if not torch.jit.is_tracing():
+        return min(2, x.shape[-2]), min(2, x.shape[-1])
+    with warnings.catch_warnings():  # a trace is specialised to its input's size anyway
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        return min(2, int(x.shape[-2])), min(2, int(x.shape[-1]))
 
 
 class DFCAttention(ConvSequence):
@@ -28,6 +38,6 @@ class DFCAttention(ConvSequence):
     def forward(self, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:  # type: ignore[override]
         """The attention map for an output of spatial ``size``, computed from the module input ``x``."""
         # The official 2x2 pooling; a side of 1 (inputs under 64 px reach it at stride 32) is pooled by 1 instead.
-        kernel = (min(2, x.shape[-2]), min(2, x.shape[-1]))
+        kernel = _pool_kernel(x)
         gate = super().forward(F.avg_pool2d(x, kernel, kernel))
         return F.interpolate(torch.sigmoid(gate), size=size, mode="nearest")

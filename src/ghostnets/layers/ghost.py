@@ -30,6 +30,7 @@ class GhostModule(nn.Module):
             raise ValueError(f"Ghost ratio s must be an integer >= 2, got {ratio!r}")
         self.out_chs = out_chs
         init_chs = math.ceil(out_chs / ratio)
+        self.trim = init_chs * ratio != out_chs  # concat is wider than asked: keep the first out_chs
         self.primary_conv = conv_bn_act(in_chs, init_chs, kernel_size, stride, act_layer=act_layer, deploy=deploy)
         self.cheap_operation = conv_bn_act(
             init_chs, init_chs * (ratio - 1), dw_size, groups=init_chs, act_layer=act_layer, deploy=deploy
@@ -39,7 +40,7 @@ class GhostModule(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x1 = self.primary_conv(x)
         out = torch.cat([x1, self.cheap_operation(x1)], dim=1)
-        if out.shape[1] != self.out_chs:
+        if self.trim:
             out = out[:, : self.out_chs]
         if self.short_conv is not None:
             out = out * self.short_conv(x, out.shape[-2:])

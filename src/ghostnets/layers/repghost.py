@@ -30,13 +30,14 @@ class RepGhostModule(nn.Module):
     ) -> None:
         super().__init__()
         self.primary_conv = conv_bn_act(in_chs, out_chs, kernel_size, stride, act_layer=act_layer, deploy=deploy)
+        # registered in the official order (fusion_bn before cheap_operation), so state dicts list keys alike
         if deploy:
-            self.cheap_operation = nn.Conv2d(out_chs, out_chs, dw_size, 1, dw_size // 2, groups=out_chs, bias=True)
             self.fusion_bn = nn.Sequential()
+            self.cheap_operation = nn.Conv2d(out_chs, out_chs, dw_size, 1, dw_size // 2, groups=out_chs, bias=True)
         else:
-            self.cheap_operation = nn.Sequential(*conv_norm(out_chs, out_chs, dw_size, groups=out_chs))
             branches = ([nn.BatchNorm2d(out_chs)] if reparam_bn else []) + ([nn.Identity()] if reparam_identity else [])
             self.fusion_bn = nn.Sequential(*branches)
+            self.cheap_operation = nn.Sequential(*conv_norm(out_chs, out_chs, dw_size, groups=out_chs))
         self.relu = activation(act_layer)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
