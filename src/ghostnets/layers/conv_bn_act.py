@@ -11,12 +11,14 @@ from collections.abc import Callable, Iterable
 import torch
 from torch import nn
 
+from .deploy_conv import DeployConv2d, fuse_relu
+
 ActFactory = Callable[..., nn.Module]
 
 
 def fold_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
     """Return a new biased conv equal to ``bn(conv(x))`` in eval mode (the BN transform of Ioffe & Szegedy 2015)."""
-    fused = nn.Conv2d(
+    fused = DeployConv2d(
         conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding, conv.dilation,
         conv.groups, bias=True, padding_mode=conv.padding_mode,
     ).to(device=conv.weight.device, dtype=conv.weight.dtype)
@@ -42,11 +44,18 @@ def conv_norm(
     in_chs: int, out_chs: int, kernel_size: int | tuple[int, int], stride: int = 1, *, groups: int = 1,
     padding: int | tuple[int, int] | None = None, deploy: bool = False,
 ) -> list[nn.Module]:
-    """``[Conv2d, BatchNorm2d]`` in training form, ``[Conv2d(bias=True), Identity]`` in deploy form."""
+    """``[Conv2d, BatchNorm2d]`` in training form, ``[DeployConv2d(bias=True), Identity]`` in deploy form."""
     if padding is None:
         padding = tuple(k // 2 for k in kernel_size) if isinstance(kernel_size, tuple) else kernel_size // 2
-    conv = nn.Conv2d(in_chs, out_chs, kernel_size, stride, padding, groups=groups, bias=deploy)
-    return [conv, nn.Identity() if deploy else nn.BatchNorm2d(out_chs)]
+    if deploy:
+        return [DeployConv2d(in_chs, out_chs, kernel_size, stride, padding, groups=groups, bias=True), nn.Identity()]
+    conv = nn.Conv2d(in_chs, out_chs, kernel_size, stride, padding, groups=groups, bias=False)
+    return [conv, nn.BatchNorm2d(out_chs)]
+
+
+def is_identity(module: nn.Module | None) -> bool:
+    """True for an empty slot (``None`` or ``nn.Identity``) that the forward pass may skip without a call."""
+    return module is None or type(module) is nn.Identity
 
 
 def activation(act_layer: ActFactory | None) -> nn.Module:
@@ -66,11 +75,24 @@ class ConvSequence(nn.Sequential):
     shortcuts), so the keys stay ``<name>.0.weight``, ``<name>.1.running_mean``, ...
     """
 
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for module in self:
+            if not is_identity(module):  # the slots a fold left behind would cost a Python call each
+                x = module(x)
+        return x
+
     def fuse(self) -> ConvSequence:
         """Fold in place (``reparameterize`` works on a copy) and return ``self``."""
         for i in range(1, len(self)):
             if isinstance(self[i], nn.BatchNorm2d) and isinstance(self[i - 1], nn.Conv2d):
                 self[i - 1], self[i] = fold_bn(self[i - 1], self[i]), nn.Identity()
+        return self.fuse_relus()
+
+    def fuse_relus(self) -> ConvSequence:
+        """Fuse each ReLU that follows a deploy conv (past the Identity left by its BatchNorm) into that conv."""
+        for i in range(len(self) - 2):
+            if isinstance(self[i + 1], nn.Identity):
+                self[i], self[i + 2] = fuse_relu(self[i], self[i + 2])
         return self
 
 
@@ -79,9 +101,10 @@ def conv_bn_act(
     act_layer: ActFactory | None = nn.ReLU, deploy: bool = False,
 ) -> ConvSequence:
     """``ConvSequence(conv, bn, act)``: the ``[0, 1, 2]`` layout of the official Ghost modules."""
-    return ConvSequence(
+    seq = ConvSequence(
         *conv_norm(in_chs, out_chs, kernel_size, stride, groups=groups, deploy=deploy), activation(act_layer)
     )
+    return seq.fuse_relus() if deploy else seq
 
 
 class ConvBnAct(nn.Module):
@@ -93,11 +116,16 @@ class ConvBnAct(nn.Module):
     ) -> None:
         super().__init__()
         self.conv, self.bn1 = conv_norm(in_chs, out_chs, kernel_size, stride, deploy=deploy)
-        self.act1 = activation(act_layer)
+        self.conv, self.act1 = fuse_relu(self.conv, activation(act_layer))
         self.out_chs = out_chs
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.act1(self.bn1(self.conv(x)))
+        x = self.conv(x)
+        if not is_identity(self.bn1):
+            x = self.bn1(x)
+        return x if is_identity(self.act1) else self.act1(x)
 
     def fuse(self) -> ConvBnAct:
-        return fold_named_pairs(self, [("conv", "bn1")])
+        fold_named_pairs(self, [("conv", "bn1")])
+        self.conv, self.act1 = fuse_relu(self.conv, self.act1)
+        return self

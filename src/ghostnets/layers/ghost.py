@@ -8,7 +8,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from .conv_bn_act import ActFactory, ConvSequence, conv_bn_act, conv_norm, fold_named_pairs
+from .conv_bn_act import ActFactory, ConvSequence, conv_bn_act, conv_norm, fold_named_pairs, is_identity
 from .dfc import DFCAttention
 from .drop_path import DropPath
 from .squeeze_excite import SqueezeExcite
@@ -90,12 +90,16 @@ class GhostBottleneck(nn.Module):
         shortcut = x
         x = self.ghost1(x)
         if self.conv_dw is not None:
-            x = self.bn_dw(self.conv_dw(x))
+            x = self.conv_dw(x)
+            if not is_identity(self.bn_dw):
+                x = self.bn_dw(x)
         if self.se is not None:
             x = self.se(x)
         x = self.ghost2(x)
         if self.has_residual:
-            x = self.drop_path(x) + self.shortcut(shortcut)
+            if not is_identity(self.drop_path):
+                x = self.drop_path(x)
+            x = x + (shortcut if is_identity(self.shortcut) else self.shortcut(shortcut))
         return x
 
     def fuse(self) -> GhostBottleneck:

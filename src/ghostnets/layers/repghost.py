@@ -10,7 +10,8 @@ from functools import partial
 import torch
 from torch import nn
 
-from .conv_bn_act import ActFactory, activation, conv_bn_act, conv_norm, fold_bn
+from .conv_bn_act import ActFactory, activation, conv_bn_act, conv_norm, fold_bn, is_identity
+from .deploy_conv import DeployConv2d, fuse_relu
 from .ghost import GhostBottleneck
 
 
@@ -33,19 +34,21 @@ class RepGhostModule(nn.Module):
         # registered in the official order (fusion_bn before cheap_operation), so state dicts list keys alike
         if deploy:
             self.fusion_bn = nn.Sequential()
-            self.cheap_operation = nn.Conv2d(out_chs, out_chs, dw_size, 1, dw_size // 2, groups=out_chs, bias=True)
+            self.cheap_operation = DeployConv2d(out_chs, out_chs, dw_size, 1, dw_size // 2, groups=out_chs, bias=True)
         else:
             branches = ([nn.BatchNorm2d(out_chs)] if reparam_bn else []) + ([nn.Identity()] if reparam_identity else [])
             self.fusion_bn = nn.Sequential(*branches)
             self.cheap_operation = nn.Sequential(*conv_norm(out_chs, out_chs, dw_size, groups=out_chs))
         self.relu = activation(act_layer)
+        if deploy:
+            self.cheap_operation, self.relu = fuse_relu(self.cheap_operation, self.relu)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x1 = self.primary_conv(x)
         x2 = self.cheap_operation(x1)
         for branch in self.fusion_bn:
             x2 = x2 + branch(x1)
-        return self.relu(x2)
+        return x2 if is_identity(self.relu) else self.relu(x2)
 
     def fuse(self) -> RepGhostModule:
         """Merge the cheap conv and every identity branch into one depthwise conv (in place; returns ``self``)."""
@@ -66,7 +69,8 @@ class RepGhostModule(nn.Module):
             with torch.no_grad():
                 fused.weight += identity.weight
                 fused.bias += identity.bias
-        self.cheap_operation, self.fusion_bn = fused, nn.Sequential()
+        self.fusion_bn = nn.Sequential()
+        self.cheap_operation, self.relu = fuse_relu(fused, self.relu)
         return self
 
 

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from ..layers.conv_bn_act import fold_named_pairs
-from .input_check import prepare_input
+from ..layers.deploy_conv import fuse_relu
 from .skeleton import GhostFamilyNet
 
 
@@ -36,8 +36,7 @@ class FeatureListNet(nn.Module):
         self._taps = frozenset(taps)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        x = prepare_input(x, self.in_chans, self.channels_last)
-        x = self.act1(self.bn1(self.conv_stem(x)))
+        x = GhostFamilyNet.forward_stem(self, x)  # same attributes: conv_stem, bn1, act1, in_chans
         features = []
         for i, stage in enumerate(self.blocks):
             x = stage(x)
@@ -47,5 +46,6 @@ class FeatureListNet(nn.Module):
 
     def fuse(self) -> FeatureListNet:
         fold_named_pairs(self, [("conv_stem", "bn1")])
-        self.deploy = self.channels_last = True
-        return self.to(memory_format=torch.channels_last)
+        self.conv_stem, self.act1 = fuse_relu(self.conv_stem, self.act1)
+        self.deploy = True
+        return self

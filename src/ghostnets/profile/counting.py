@@ -10,6 +10,8 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from ..layers.deploy_conv import plain_convolutions
+
 
 def count_params(model: nn.Module) -> int:
     """Number of parameters (BatchNorm running statistics are buffers and do not count)."""
@@ -24,7 +26,7 @@ def count_madds(model: nn.Module, input_size: tuple[int, int] = (224, 224), in_c
     try:
         param = next(model.parameters(), None)
         x = torch.zeros(1, in_chans, *input_size, device=param.device if param is not None else "cpu")
-        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        with torch.no_grad(), plain_convolutions(), FlopCounterMode(display=False) as counter:
             model(x)
     finally:
         model.train(was_training)
