@@ -22,9 +22,9 @@ CASES = [  # in, out, kernel, stride, groups
 ]
 
 
-def _conv(cin, cout, k, s, g, fused_relu):
+def _conv(cin, cout, k, s, g, fused_act):
     pad = tuple(x // 2 for x in k) if isinstance(k, tuple) else k // 2
-    conv = DeployConv2d(cin, cout, k, s, pad, groups=g, bias=True, fused_relu=fused_relu)
+    conv = DeployConv2d(cin, cout, k, s, pad, groups=g, bias=True, fused_act=fused_act)
     with torch.no_grad():
         conv.bias.uniform_(-1, 1)
     return conv
@@ -32,7 +32,7 @@ def _conv(cin, cout, k, s, g, fused_relu):
 
 def _reference(conv, x):
     y = F.conv2d(x, conv.weight, conv.bias, conv.stride, conv.padding, conv.dilation, conv.groups)
-    return F.relu(y) if conv.fused_relu else y
+    return {None: y, "relu": F.relu(y), "sigmoid": torch.sigmoid(y)}[conv.fused_act]
 
 
 def _ran_packed(fn) -> bool:
@@ -41,11 +41,11 @@ def _ran_packed(fn) -> bool:
     return any("_convolution_pointwise" in e.key for e in prof.key_averages())
 
 
-@pytest.mark.parametrize("fused_relu", [False, True])
+@pytest.mark.parametrize("fused_act", [None, "relu", "sigmoid"])
 @pytest.mark.parametrize("case", CASES)
 @pytest.mark.parametrize("channels_last", [False, True])
-def test_fast_path_equals_conv2d(case, fused_relu, channels_last):
-    conv = _conv(*case, fused_relu)
+def test_fast_path_equals_conv2d(case, fused_act, channels_last):
+    conv = _conv(*case, fused_act)
     for shape in [(1, case[0], 28, 28), (3, case[0], 17, 30)]:  # one packed weight serves every input size
         x = torch.randn(shape)
         if channels_last:
@@ -55,12 +55,12 @@ def test_fast_path_equals_conv2d(case, fused_relu, channels_last):
             expected = _reference(conv, x)
         assert fast.shape == expected.shape
         assert (fast - expected).abs().max().item() <= 1e-5 * max(1.0, expected.abs().max().item())
-        if fused_relu:
+        if fused_act:
             assert fast.min().item() >= 0
 
 
 def test_fast_path_is_taken_only_for_inference():
-    conv = _conv(16, 8, 3, 1, 1, True)
+    conv = _conv(16, 8, 3, 1, 1, "relu")
     x = torch.randn(1, 16, 20, 20)
     with torch.no_grad():
         assert _ran_packed(lambda: conv(x))
@@ -75,7 +75,7 @@ def test_fast_path_is_taken_only_for_inference():
 
 
 def test_packed_weight_follows_weight_updates():
-    conv = _conv(8, 8, 3, 1, 8, False)
+    conv = _conv(8, 8, 3, 1, 8, None)
     x = torch.randn(1, 8, 16, 16)
     with torch.no_grad():
         before = conv(x)
@@ -98,7 +98,8 @@ def test_deploy_model_survives_deepcopy_and_pickle_after_use():
 def test_deploy_model_fast_and_plain_agree_and_train_by_autograd():
     train = ghostnets.create_model("ghostnetv2_100").eval()
     deploy = ghostnets.reparameterize(train)
-    assert any(isinstance(m, DeployConv2d) and m.fused_relu for m in deploy.modules())
+    fused = [m.fused_act for m in deploy.modules() if isinstance(m, DeployConv2d)]
+    assert "relu" in fused and "sigmoid" in fused
     x = torch.randn(2, 3, 96, 128)
     with torch.no_grad():
         fast = deploy(x)
@@ -121,3 +122,8 @@ def test_channels_last_is_the_default_and_optional():
         assert (model(x) - plain(x)).abs().max().item() < 1e-4
         assert model.forward_features(x).is_contiguous(memory_format=torch.channels_last)
     assert not ghostnets.reparameterize(plain).channels_last  # the deploy form keeps the model's choice
+
+
+def test_unknown_fused_activation_is_refused():
+    with pytest.raises(ValueError, match="fused_act"):
+        DeployConv2d(4, 4, 3, fused_act="gelu")

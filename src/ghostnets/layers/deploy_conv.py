@@ -1,8 +1,8 @@
 """The deploy-form convolution: a ``Conv2d`` whose CPU inference runs oneDNN with its weight packed once.
 
 Eager ``F.conv2d`` re-lays-out the weight for oneDNN at every call; a frozen deploy model needs that only once.
-``DeployConv2d`` caches the packed weight and calls the same oneDNN convolution (with the following ReLU fused
-as a post-op) that ``torch.compile`` uses on CPU, for 15-50 % less time per conv and bit-identical results. It is
+``DeployConv2d`` caches the packed weight and calls the same oneDNN convolution (with a following ReLU or sigmoid
+fused as a post-op) that ``torch.compile`` uses on CPU, for 15-50 % less time per conv and bit-identical results. It is
 an ``nn.Conv2d`` with the same ``weight``/``bias``: state dicts, hooks, export, tracing and autograd see a plain
 conv, because the fast path is taken only for float32 CPU inference (no grad) outside tracing, compiling, export
 and dispatch modes such as ``FlopCounterMode``; everything else runs ``F.conv2d``.
@@ -27,6 +27,7 @@ except ImportError:  # pragma: no cover - older torch
 
 _PACKED_CONV = getattr(getattr(torch.ops, "mkldnn", None), "_convolution_pointwise", None)
 _enabled = _PACKED_CONV is not None and torch.backends.mkldnn.is_available()
+FUSABLE_ACTIVATIONS = {"relu": F.relu, "sigmoid": torch.sigmoid}
 
 
 @contextlib.contextmanager
@@ -52,11 +53,14 @@ def _fast_path_allowed(x: torch.Tensor, conv: nn.Conv2d) -> bool:
 
 
 class DeployConv2d(nn.Conv2d):
-    """A biased ``Conv2d`` with an optional fused ReLU; see the module docstring for its fast CPU path."""
+    """A biased ``Conv2d`` with an optional fused activation (``fused_act``: ``"relu"`` or ``"sigmoid"``); see the
+    module docstring for its fast CPU path."""
 
-    def __init__(self, *args, fused_relu: bool = False, **kwargs) -> None:
+    def __init__(self, *args, fused_act: str | None = None, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self.fused_relu = fused_relu
+        if fused_act is not None and fused_act not in FUSABLE_ACTIVATIONS:
+            raise ValueError(f"fused_act must be one of {sorted(FUSABLE_ACTIVATIONS)} or None, got {fused_act!r}")
+        self.fused_act = fused_act
         self._packed: tuple[tuple[int, int], torch.Tensor] | None = None
         self._pack_failed = False
 
@@ -83,17 +87,17 @@ class DeployConv2d(nn.Conv2d):
             packed = self._packed_weight(x)
             if packed is not None:
                 return _PACKED_CONV(x, packed, self.bias, list(self.padding), list(self.stride), list(self.dilation),
-                                    self.groups, "relu" if self.fused_relu else "none", [], "")
+                                    self.groups, self.fused_act or "none", [], "")
         y = super().forward(x)
-        return F.relu(y) if self.fused_relu else y
+        return y if self.fused_act is None else FUSABLE_ACTIVATIONS[self.fused_act](y)
 
     def extra_repr(self) -> str:
-        return super().extra_repr() + (", fused_relu=True" if self.fused_relu else "")
+        return super().extra_repr() + (f", fused_act={self.fused_act!r}" if self.fused_act else "")
 
 
 def fuse_relu(conv: nn.Module, act: nn.Module) -> tuple[nn.Module, nn.Module]:
     """Move a ReLU that follows a ``DeployConv2d`` into it; returns the new ``(conv, act)`` pair."""
-    if isinstance(conv, DeployConv2d) and type(act) is nn.ReLU:
-        conv.fused_relu = True
+    if isinstance(conv, DeployConv2d) and conv.fused_act is None and type(act) is nn.ReLU:
+        conv.fused_act = "relu"
         return conv, nn.Identity()
     return conv, act

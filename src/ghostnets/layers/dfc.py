@@ -34,10 +34,22 @@ class DFCAttention(ConvSequence):
             *conv_norm(out_chs, out_chs, (1, 5), groups=out_chs, deploy=deploy),
             *conv_norm(out_chs, out_chs, (5, 1), groups=out_chs, deploy=deploy),
         )
+        if deploy:
+            self._fuse_sigmoid()
+
+    def _fuse_sigmoid(self) -> None:
+        self[4].fused_act = "sigmoid"  # the deploy form's last conv computes the gate itself
+
+    def fuse(self) -> DFCAttention:
+        super().fuse()
+        self._fuse_sigmoid()
+        return self
 
     def forward(self, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:  # type: ignore[override]
         """The attention map for an output of spatial ``size``, computed from the module input ``x``."""
         # The official 2x2 pooling; a side of 1 (inputs under 64 px reach it at stride 32) is pooled by 1 instead.
         kernel = _pool_kernel(x)
         gate = super().forward(F.avg_pool2d(x, kernel, kernel))
-        return F.interpolate(torch.sigmoid(gate), size=size, mode="nearest")
+        if getattr(self[4], "fused_act", None) != "sigmoid":
+            gate = torch.sigmoid(gate)
+        return F.interpolate(gate, size=size, mode="nearest")
