@@ -56,6 +56,12 @@ def median(xs: Sequence[float]) -> float:
     return statistics.median(xs)
 
 
+def paired_ratio(a: Sequence[float], b: Sequence[float]) -> float:
+    """Median over rounds of a_i / b_i: timings taken in the same round share the machine's state at that moment,
+    so their ratio is steadier than a ratio of medians on a noisy (virtualised) machine."""
+    return statistics.median(x / y for x, y in zip(a, b))
+
+
 def p90(xs: Sequence[float]) -> float:
     return statistics.quantiles(xs, n=10)[-1]
 
