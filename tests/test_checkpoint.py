@@ -670,3 +670,43 @@ def test_cli_reparam_missing_input_is_a_one_line_error(tmp_path):
     assert len(done.stderr.strip().splitlines()) == 1, done.stderr
     assert "nope.pth" in done.stderr
     assert not out.exists()
+
+
+# --------------------------------------------------------------- feature models and non-strict loading
+
+
+def test_feature_models_round_trip_and_take_full_files(tmp_path):
+    full = _randomize_bn(ghostnets.create_model("ghostnet_050"), seed=3).eval()
+    full_path = tmp_path / "full.pth"
+    torch.save(full.state_dict(), full_path)
+    x = torch.randn(1, 3, 64, 64)
+    features = ghostnets.create_model("ghostnet_050", features_only=True, out_indices=(1, 3),
+                                      checkpoint_path=full_path).eval()
+    with torch.no_grad():
+        expected = features(x)
+        assert torch.equal(expected[-1], full.blocks[:7](full.forward_stem(x)))
+    saved = ghostnets.save_checkpoint(features, tmp_path / "features.safetensors")
+    rebuilt = ghostnets.create_model(checkpoint_path=saved).eval()  # a feature model again, same taps
+    assert rebuilt.out_indices == (1, 3)
+    again = ghostnets.create_model("ghostnet_050", features_only=True, out_indices=(1, 3), checkpoint_path=saved)
+    reloaded = ghostnets.load_checkpoint(ghostnets.create_model("ghostnet_050", features_only=True), full_path)
+    with torch.no_grad():
+        for model in (rebuilt, again.eval()):
+            assert all(torch.equal(a, b) for a, b in zip(model(x), expected))
+        assert torch.equal(reloaded.eval()(x)[3], expected[1])
+    deployed = ghostnets.reparameterize(features)
+    assert deployed.conv_stem.weight.is_contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        assert all((a - b).abs().max() < 1e-4 for a, b in zip(deployed(x), expected))
+
+
+def test_non_strict_loading_still_converts_between_forms(tmp_path):
+    train = _randomize_bn(ghostnets.create_model("repghostnet_050"), seed=4).eval()
+    deploy_path = tmp_path / "deploy.pth"
+    torch.save(ghostnets.reparameterize(train).state_dict(), deploy_path)
+    x = torch.randn(1, 3, 64, 64)
+    with pytest.warns(UserWarning, match="deploy"):
+        loaded = ghostnets.load_checkpoint(ghostnets.create_model("repghostnet_050"), deploy_path, strict=False)
+    with torch.no_grad():
+        ref = train(x)
+        assert (loaded.eval()(x) - ref).abs().max() <= 1e-4 * max(1.0, ref.abs().max().item())

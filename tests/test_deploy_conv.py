@@ -127,3 +127,34 @@ def test_channels_last_is_the_default_and_optional():
 def test_unknown_fused_activation_is_refused():
     with pytest.raises(ValueError, match="fused_act"):
         DeployConv2d(4, 4, 3, fused_act="gelu")
+
+
+def test_frozen_weights_trainable_bias_still_get_gradients():
+    conv = _conv(8, 8, 3, 1, 1, "relu")
+    conv.weight.requires_grad_(False)  # BitFit-style: only biases train
+    conv(torch.randn(2, 8, 16, 16)).sum().backward()
+    assert conv.bias.grad is not None and conv.bias.grad.abs().sum() > 0
+
+
+def test_packed_weight_is_not_reused_after_the_weight_is_replaced():
+    conv = _conv(64, 64, 1, 1, 1, None)
+    x = torch.randn(1, 64, 8, 8)
+    with torch.no_grad():
+        conv(x)
+        conv.weight.data = torch.zeros(64, 64, 1, 1)  # same Parameter, new storage
+        assert torch.allclose(conv(x), conv.bias.view(1, -1, 1, 1).expand(1, 64, 8, 8))
+        conv.half().float()  # round-trips through another dtype: values change slightly, the pack must follow
+        assert torch.allclose(conv(x), _reference(conv, x), atol=1e-6)
+
+
+def test_autocast_is_left_to_plain_convolutions():
+    model = ghostnets.create_model("repghostnet_050", deploy=True).eval()
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        assert model(torch.randn(1, 3, 64, 64)).dtype == torch.bfloat16
+
+
+def test_count_madds_counts_deploy_convs_in_any_dtype():
+    deploy = ghostnets.create_model("ghostnet_050", deploy=True)
+    expected = ghostnets.count_madds(ghostnets.create_model("ghostnet_050"), 224)
+    assert ghostnets.count_madds(deploy) == expected
+    assert ghostnets.count_madds(deploy.to(torch.bfloat16), 224) == expected

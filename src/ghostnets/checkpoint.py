@@ -26,6 +26,7 @@ from .atomic import atomic_write
 from .deploy.reparameterize import reparameterize
 from .errors import CheckpointError, UnsafeCheckpointError
 from .layers import RepGhostModule
+from .models import FeatureListNet
 from .registry import build_model, list_models
 
 StateDict = dict[str, torch.Tensor]
@@ -83,8 +84,9 @@ def _read_file(path: Path) -> tuple[object, dict[str, str]]:
 def _unwrap(obj: object, use_ema: bool | None, path: Path) -> StateDict:
     if not isinstance(obj, Mapping):
         raise CheckpointError(f"{path} holds a {type(obj).__name__}, not a state dict or a training checkpoint")
-    if use_ema is not False and "state_dict_ema" in obj:
-        obj = obj["state_dict_ema"]
+    ema = obj.get("state_dict_ema")
+    if use_ema is not False and isinstance(ema, Mapping) and ema:
+        obj = ema
     elif use_ema:
         raise CheckpointError(f"use_ema=True but {path} has no 'state_dict_ema' (keys: {sorted(obj)[:10]})")
     else:
@@ -117,20 +119,32 @@ def read_state_dict(path: str | Path, *, use_ema: bool | None = None) -> tuple[S
 
 
 def read_metadata(path: str | Path) -> dict:
-    """The ghostnets metadata of a safetensors checkpoint (model, kwargs, deploy, class_names), or ``{}``."""
+    """The ghostnets metadata of a safetensors checkpoint (model, kwargs, deploy, class_names, features), or ``{}``.
+
+    Reads the header only, not the tensors.
+    """
     path = Path(path)
-    if path.suffix != ".safetensors":
+    if path.suffix != ".safetensors" or not path.is_file():
         return {}
-    _, raw = _read_file(path)
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            raw = dict(f.metadata() or {})
+    except Exception as e:
+        raise CheckpointError(f"cannot read {path} as safetensors ({e}); the file is corrupt or not safetensors") \
+            from None
     if raw.get("format") != FORMAT:
         return {}
     return {"model": raw.get("model"), "kwargs": json.loads(raw.get("kwargs", "{}")),
-            "deploy": raw.get("deploy") == "true", "class_names": json.loads(raw.get("class_names", "null"))}
+            "deploy": raw.get("deploy") == "true", "class_names": json.loads(raw.get("class_names", "null")),
+            "features": json.loads(raw.get("features", "null"))}
 
 
-def _diff(state_dict: StateDict, target: Mapping[str, torch.Tensor]) -> tuple[list, list, list]:
+def _diff(model: nn.Module, state_dict: StateDict) -> tuple[list, list, list]:
+    """(missing, unexpected, wrongly-shaped) keys of ``state_dict`` against ``model``."""
+    target = model.state_dict()
     missing = [k for k in target if k not in state_dict]
-    unexpected = [k for k in state_dict if k not in target]
+    # a feature net is a truncated backbone: the head and later stages of a full file are simply not its own
+    unexpected = [] if isinstance(model, FeatureListNet) else [k for k in state_dict if k not in target]
     wrong = [(k, tuple(state_dict[k].shape), tuple(target[k].shape))
              for k in target if k in state_dict and state_dict[k].shape != target[k].shape]
     return missing, unexpected, wrong
@@ -151,28 +165,28 @@ def _only_head_differs(model: nn.Module, diff: tuple[list, list, list]) -> bool:
 
 
 def _fits(model: nn.Module, state_dict: StateDict) -> bool:
-    diff = _diff(state_dict, model.state_dict())
+    diff = _diff(model, state_dict)
     return not any(diff) or _only_head_differs(model, diff)
 
 
-def _load(model: nn.Module, state_dict: StateDict, path: Path, strict: bool) -> nn.Module:
+def _load(model: nn.Module, state_dict: StateDict, source: Path, strict: bool) -> nn.Module:
     target = model.state_dict()
-    missing, unexpected, wrong = _diff(state_dict, target)
-    if (missing or unexpected or wrong) and _only_head_differs(model, (missing, unexpected, wrong)):
+    missing, unexpected, wrong = diff = _diff(model, state_dict)
+    if any(diff) and _only_head_differs(model, diff):
         prefix = _head_prefix(model)
-        found = next((tuple(v.shape) for k, v in state_dict.items() if k == prefix + "weight"), None)
+        found = state_dict.get(prefix + "weight")
         warnings.warn(
-            f"{path.name}: the classifier does not fit (checkpoint {found[0] if found else 'no'} classes, model "
-            f"{getattr(model, 'num_classes', '?')}); the backbone is loaded and the classifier re-initialised",
+            f"{source.name}: the classifier does not fit (checkpoint {found.shape[0] if found is not None else 'no'} "
+            f"classes, model {getattr(model, 'num_classes', '?')}); the backbone is loaded and the classifier "
+            "re-initialised",
             stacklevel=3,
         )
-        state_dict = {k: v for k, v in state_dict.items() if not k.startswith(prefix)}
-        model.load_state_dict(state_dict, strict=False)
+        model.load_state_dict({k: v for k, v in state_dict.items() if not k.startswith(prefix)}, strict=False)
         return model
-    if strict and (missing or unexpected or wrong):
-        raise CheckpointError(_mismatch_message(model, path, missing, unexpected, wrong, state_dict))
-    if missing or unexpected or wrong:
-        warnings.warn(f"{path.name}: loaded non-strictly; {len(missing)} missing, {len(unexpected)} unexpected and "
+    if strict and any(diff):
+        raise CheckpointError(_mismatch_message(model, source, missing, unexpected, wrong, state_dict))
+    if any(diff):
+        warnings.warn(f"{source.name}: loaded non-strictly; {len(missing)} missing, {len(unexpected)} unexpected and "
                       f"{len(wrong)} wrongly-shaped keys skipped", stacklevel=3)
     model.load_state_dict({k: v for k, v in state_dict.items() if k in target and v.shape == target[k].shape},
                           strict=False)
@@ -241,7 +255,41 @@ def _lift_official_repghost_deploy(model: nn.Module, state_dict: StateDict) -> S
 def _training_twin(model: nn.Module) -> nn.Module | None:
     if not hasattr(model, "model_name"):
         return None
-    return build_model(model.model_name, **{**model.model_kwargs, "deploy": False})
+    full = build_model(model.model_name, **{**model.model_kwargs, "deploy": False})
+    return FeatureListNet(full, model.out_indices) if isinstance(model, FeatureListNet) else full
+
+
+def _convert_form(model: nn.Module, state_dict: StateDict, source: Path) -> nn.Module | None:
+    """Load a file of the other form (training vs deploy, ours or the official RepGhost deploy layout), or None."""
+    if not getattr(model, "deploy", False):
+        twin = reparameterize(model)
+        if _fits(twin, state_dict):
+            warnings.warn(f"{source.name} is a deploy-form checkpoint: returning the deploy form of the model",
+                          stacklevel=3)
+            return _load(twin, state_dict, source, strict=True)
+        lifted = _lift_official_repghost_deploy(model, state_dict)
+        if lifted is not None and _fits(model, lifted):
+            warnings.warn(f"{source.name} is an official RepGhost deploy file: returning the deploy form of the "
+                          "model", stacklevel=3)
+            return reparameterize(_load(model, lifted, source, strict=True))
+        return None
+    train = _training_twin(model)
+    if train is None:
+        return None
+    for candidate in (state_dict, _lift_official_repghost_deploy(train, state_dict)):
+        if candidate is not None and _fits(train, candidate):
+            model.load_state_dict(reparameterize(_load(train, candidate, source, strict=True)).state_dict())
+            return model
+    return None
+
+
+def load_weights(model: nn.Module, state_dict: StateDict, *, source: str | Path, strict: bool = True) -> nn.Module:
+    """Load an already read and cleaned ``state_dict`` (see :func:`load_checkpoint`); ``source`` names it."""
+    source = Path(source)
+    if _fits(model, state_dict):
+        return _load(model, state_dict, source, strict)
+    converted = _convert_form(model, state_dict, source)
+    return converted if converted is not None else _load(model, state_dict, source, strict)
 
 
 def load_checkpoint(
@@ -251,48 +299,48 @@ def load_checkpoint(
 
     That is ``model`` itself, except when a training-form model meets a deploy-form file: then the deploy form of
     the model is returned (a warning says so). A deploy-form model takes training-form files (they are folded).
-    A different class count keeps the backbone and re-initialises the classifier, with a warning.
+    A different class count keeps the backbone and re-initialises the classifier, with a warning. A feature model
+    (``features_only``) takes full-model files. ``strict=False`` loads what fits and warns about the rest.
     """
-    path = Path(path)
     state_dict, _ = read_state_dict(path, use_ema=use_ema)
-    if _fits(model, state_dict) or not strict:
-        return _load(model, state_dict, path, strict)
-    if not getattr(model, "deploy", False):
-        twin = reparameterize(model)
-        if _fits(twin, state_dict):
-            warnings.warn(f"{path.name} is a deploy-form checkpoint: returning the deploy form of the model",
-                          stacklevel=2)
-            return _load(twin, state_dict, path, strict)
-        lifted = _lift_official_repghost_deploy(model, state_dict)
-        if lifted is not None and _fits(model, lifted):
-            warnings.warn(f"{path.name} is an official RepGhost deploy file: returning the deploy form of the model",
-                          stacklevel=2)
-            return reparameterize(_load(model, lifted, path, strict))
-    else:
-        train = _training_twin(model)
-        if train is not None:
-            lifted = _lift_official_repghost_deploy(train, state_dict)
-            for candidate in (state_dict, lifted):
-                if candidate is not None and _fits(train, candidate):
-                    folded = reparameterize(_load(train, candidate, path, strict))
-                    model.load_state_dict(folded.state_dict())
-                    return model
-    return _load(model, state_dict, path, strict)  # raises with the list of differences
+    return load_weights(model, state_dict, source=path, strict=strict)
+
+
+_RESERVED_METADATA = ("format", "deploy", "model", "kwargs", "class_names", "features")
 
 
 def save_checkpoint(
     model: nn.Module, path: str | Path, *, class_names: list[str] | None = None, overwrite: bool = True,
     metadata: Mapping[str, str] | None = None,
 ) -> Path:
-    """Write ``model``'s weights to ``path`` (.safetensors) atomically, with what rebuilds it from the file alone."""
+    """Write ``model``'s weights to ``path`` (.safetensors) atomically, with what rebuilds it from the file alone.
+
+    ``metadata`` adds string entries of your own (any key but the reserved ones: {reserved}).
+    """
     path = Path(path)
     if path.suffix != ".safetensors":
         raise ValueError(f"save_checkpoint writes safetensors; name the file *.safetensors, got {path.name}")
-    meta = {"format": FORMAT, "deploy": "true" if getattr(model, "deploy", False) else "false", **(metadata or {})}
+    metadata = dict(metadata or {})
+    bad = [k for k, v in metadata.items() if not isinstance(k, str) or not isinstance(v, str)]
+    clash = [k for k in metadata if k in _RESERVED_METADATA]
+    if bad or clash:
+        raise ValueError(f"metadata must map str to str without the reserved keys {_RESERVED_METADATA}; "
+                         f"offending keys: {bad + clash}")
+    meta = {**metadata, "format": FORMAT, "deploy": "true" if getattr(model, "deploy", False) else "false"}
     if hasattr(model, "model_name"):
         meta["model"] = model.model_name
         meta["kwargs"] = json.dumps({**model.model_kwargs, "deploy": getattr(model, "deploy", False)})
+    if isinstance(model, FeatureListNet):
+        meta["features"] = json.dumps(list(model.out_indices))
     if class_names is not None:
         meta["class_names"] = json.dumps(list(class_names))
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    return atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=meta), overwrite=overwrite)
+    try:
+        return atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=meta), overwrite=overwrite)
+    except OSError:  # exists already, disk full, no permission: the system's own words say it best
+        raise
+    except Exception as e:  # safetensors' own errors
+        raise CheckpointError(f"cannot write {path}: {e}") from None
+
+
+save_checkpoint.__doc__ = save_checkpoint.__doc__.format(reserved=", ".join(_RESERVED_METADATA))

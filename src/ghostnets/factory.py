@@ -7,15 +7,14 @@ from pathlib import Path
 
 from torch import nn
 
-from .checkpoint import load_checkpoint, read_metadata, read_state_dict
+from .checkpoint import load_weights, read_metadata, read_state_dict
 from .errors import CheckpointError
 from .models import FeatureListNet
 from .registry import build_model
 
 
-def _shape_kwargs(path: str | Path, use_ema: bool | None) -> dict:
-    """``num_classes`` and ``in_chans`` as the weights in ``path`` have them (for files without metadata)."""
-    state_dict, _ = read_state_dict(path, use_ema=use_ema)
+def _shape_kwargs(state_dict: dict) -> dict:
+    """``num_classes`` and ``in_chans`` as a state dict has them (for files without ghostnets metadata)."""
     found = {}
     if "classifier.weight" in state_dict:
         found["num_classes"] = state_dict["classifier.weight"].shape[0]
@@ -38,10 +37,16 @@ def create_model(
     (``out_indices`` picks among strides 2, 4, 8, 16, 32). Other keyword arguments (``width``, ``drop_rate``,
     ``drop_path_rate``, the RepGhost ablations) go to the family builder.
     """
+    if name is not None and not isinstance(name, str):
+        raise TypeError(f"create_model takes a model name (str) first, got {type(name).__name__}; "
+                        "see ghostnets.list_models()")
     if pretrained:
         raise ValueError("ghostnets downloads no weights (model hubs may be unreachable): download the official file "
                          "and pass checkpoint_path=... (every official layout loads as is)")
-    meta = read_metadata(checkpoint_path) if checkpoint_path is not None else {}
+    meta, state_dict = {}, None
+    if checkpoint_path is not None:
+        meta = read_metadata(checkpoint_path)
+        state_dict, _ = read_state_dict(checkpoint_path, use_ema=use_ema)
     if name is None:
         if not meta.get("model"):
             raise CheckpointError("create_model needs a model name unless checkpoint_path is a ghostnets .safetensors "
@@ -49,8 +54,10 @@ def create_model(
         name = meta["model"]
     if meta.get("model") == name:
         kwargs = {**meta["kwargs"], **kwargs}
-    elif checkpoint_path is not None and (num_classes is None or in_chans is None):
-        kwargs = {**_shape_kwargs(checkpoint_path, use_ema), **kwargs}
+        if meta.get("features") is not None and not features_only:  # a saved feature model rebuilds as one
+            features_only, out_indices = True, out_indices or meta["features"]
+    elif state_dict is not None:
+        kwargs = {**_shape_kwargs(state_dict), **kwargs}
     if num_classes is not None:
         kwargs["num_classes"] = num_classes
     if in_chans is not None:
@@ -58,9 +65,9 @@ def create_model(
     if deploy is not None:
         kwargs["deploy"] = deploy
     model = build_model(name, **kwargs)
-    if checkpoint_path is not None:
-        model = load_checkpoint(model, checkpoint_path, use_ema=use_ema)
-        model.class_names = meta.get("class_names")
     if features_only:
         model = FeatureListNet(model, out_indices)
+    if state_dict is not None:
+        model = load_weights(model, state_dict, source=checkpoint_path)
+        model.class_names = meta.get("class_names")
     return model

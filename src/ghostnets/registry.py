@@ -11,6 +11,7 @@ from torch import nn
 from .errors import UnknownModelError
 from .models import FAMILIES
 from .models.family import Family, Variant
+from .models.skeleton import ARGUMENT_RULES, check_arguments
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -105,6 +106,14 @@ def build_model(name: str, **kwargs) -> nn.Module:
     """Build a registered model with random weights; ``kwargs`` go to the family builder (``width`` overrides)."""
     name = _lookup(name)
     family = _FAMILIES[name]
+    allowed = set(ARGUMENT_RULES) | set(family.extra_kwargs)
+    unknown = sorted(set(kwargs) - allowed)
+    if unknown:
+        raise TypeError(f"{name} takes no argument {', '.join(map(repr, unknown))}; it takes "
+                        f"{', '.join(sorted(allowed))}" + (" (RepGhost ablations are repghostnet_* arguments)"
+                                                           if set(unknown) & {"reparam_bn", "reparam_identity",
+                                                                              "shortcut"} else ""))
+    check_arguments(**{k: v for k, v in kwargs.items() if k in ARGUMENT_RULES})
     kwargs = {"width": _CARDS[name].width, **kwargs}
     model = family.builder(**kwargs)
     model.model_name = name

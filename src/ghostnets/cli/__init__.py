@@ -30,7 +30,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     warnings.formatwarning = lambda message, category, *a, **k: f"ghostnets: warning: {message}\n"
     try:
         return int(args.run(args) or 0)
-    except (GhostnetsError, FileExistsError, FileNotFoundError, ValueError) as e:
+    except (GhostnetsError, OSError, ValueError, TypeError) as e:
         print(f"ghostnets: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

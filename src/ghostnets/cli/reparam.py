@@ -27,7 +27,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.out.suffix != ".safetensors":
         raise ValueError(f"--out must name a .safetensors file, got {args.out}")
-    if args.out.exists() and not args.force:
+    if not args.checkpoint.is_file():
+        raise FileNotFoundError(f"{args.checkpoint} does not exist (or is not a file)")
+    if args.out.exists() and not args.force:  # fail before the work, not after it
         raise FileExistsError(f"{args.out} exists; pass --force to overwrite it")
     model = create_model(args.model, checkpoint_path=args.checkpoint, deploy=False, use_ema=args.use_ema).eval()
     if getattr(model, "deploy", False):
@@ -38,6 +40,7 @@ def run(args: argparse.Namespace) -> int:
     if not is_equivalent(diff, scale):
         print("ghostnets: error: the deploy form is not equivalent; nothing written")
         return 1
-    save_checkpoint(deployed, args.out, class_names=read_metadata(args.checkpoint).get("class_names"), overwrite=True)
+    class_names = read_metadata(args.checkpoint).get("class_names")
+    save_checkpoint(deployed, args.out, class_names=class_names, overwrite=args.force)
     print(f"wrote {args.out}")
     return 0

@@ -21,7 +21,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     rows, failures = [], []
-    for name in list_models(args.pattern):
+    names = list_models(args.pattern)
+    if not names:
+        print(f"no model matches {args.pattern!r}; `ghostnets list` shows all", file=sys.stderr)
+        return 1
+    for name in names:
         card = model_info(name)
         model = randomize_batchnorm(build_model(name)).eval()  # non-trivial BN statistics: a wrong fold shows
         deployed = reparameterize(model)

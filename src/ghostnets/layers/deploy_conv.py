@@ -2,20 +2,24 @@
 
 Eager ``F.conv2d`` re-lays-out the weight for oneDNN at every call; a frozen deploy model needs that only once.
 ``DeployConv2d`` caches the packed weight and calls the same oneDNN convolution (with a following ReLU or sigmoid
-fused as a post-op) that ``torch.compile`` uses on CPU, for 15-50 % less time per conv and bit-identical results. It is
-an ``nn.Conv2d`` with the same ``weight``/``bias``: state dicts, hooks, export, tracing and autograd see a plain
-conv, because the fast path is taken only for float32 CPU inference (no grad) outside tracing, compiling, export
-and dispatch modes such as ``FlopCounterMode``; everything else runs ``F.conv2d``.
+fused as a post-op) that ``torch.compile`` uses on CPU: 15-50 % less time per conv, the same results up to float
+rounding. It is an ``nn.Conv2d`` with the same ``weight``/``bias``: state dicts, hooks, export, tracing and
+autograd see a plain conv, because the fast path is taken only for float32 CPU inference with no gradient to
+record, outside autocast, tracing, compiling, export and dispatch modes such as ``FlopCounterMode``; everything
+else runs ``F.conv2d``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from .graph_capture import capturing_graph
 
 try:
     from torch.utils._python_dispatch import _get_current_dispatch_mode
@@ -26,30 +30,32 @@ except ImportError:  # pragma: no cover - older torch
 
 
 _PACKED_CONV = getattr(getattr(torch.ops, "mkldnn", None), "_convolution_pointwise", None)
-_enabled = _PACKED_CONV is not None and torch.backends.mkldnn.is_available()
+_AVAILABLE = _PACKED_CONV is not None and torch.backends.mkldnn.is_available()
+_local = threading.local()  # per-thread switch for plain_convolutions()
 FUSABLE_ACTIVATIONS = {"relu": F.relu, "sigmoid": torch.sigmoid}
 
 
 @contextlib.contextmanager
 def plain_convolutions() -> Iterator[None]:
-    """Run every ``DeployConv2d`` through ``F.conv2d`` inside this block (for counting or debugging)."""
-    global _enabled
-    previous, _enabled = _enabled, False
+    """Run every ``DeployConv2d`` of this thread through ``F.conv2d`` inside this block (to compare or debug)."""
+    previous = getattr(_local, "plain", False)
+    _local.plain = True
     try:
         yield
     finally:
-        _enabled = previous
+        _local.plain = previous
 
 
 def _fast_path_allowed(x: torch.Tensor, conv: nn.Conv2d) -> bool:
-    if not _enabled or x.device.type != "cpu" or x.dtype != torch.float32 or conv.weight.dtype != torch.float32:
+    if not _AVAILABLE or getattr(_local, "plain", False) or conv.padding_mode != "zeros":
         return False
-    if torch.is_grad_enabled() and (x.requires_grad or conv.weight.requires_grad):
+    if x.device.type != "cpu" or x.dtype != torch.float32 or conv.weight.dtype != torch.float32:
         return False
-    if torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_compiling() or \
-            torch.onnx.is_in_onnx_export():
+    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, conv.weight, conv.bias)):
+        return False  # autograd must see the differentiable conv2d
+    if torch.is_autocast_enabled("cpu") or capturing_graph():
         return False
-    return _get_current_dispatch_mode() is None
+    return _get_current_dispatch_mode() is None  # FlopCounterMode and friends must see conv2d
 
 
 class DeployConv2d(nn.Conv2d):
@@ -61,29 +67,40 @@ class DeployConv2d(nn.Conv2d):
         if fused_act is not None and fused_act not in FUSABLE_ACTIVATIONS:
             raise ValueError(f"fused_act must be one of {sorted(FUSABLE_ACTIVATIONS)} or None, got {fused_act!r}")
         self.fused_act = fused_act
-        self._packed: tuple[tuple[int, int], torch.Tensor] | None = None
-        self._pack_failed = False
+        self._forget_packed()
+
+    def _forget_packed(self) -> None:
+        # (weight it was packed from, its version, packed weight); holding the source keeps its memory from being
+        # reused by another weight, so (identity, version) can never match a different or changed weight
+        self._packed: tuple[torch.Tensor, int, torch.Tensor] | None = None
 
     def __getstate__(self) -> dict:  # packed oneDNN tensors neither pickle nor deep-copy
         return {**self.__dict__, "_packed": None}
 
+    def _apply(self, fn, recurse=True):  # .to(), .half(), .cuda(), ...: the packed weight is stale
+        self._forget_packed()
+        return super()._apply(fn, recurse)
+
     def _packed_weight(self, x: torch.Tensor) -> torch.Tensor | None:
-        key = (self.weight.data_ptr(), self.weight._version)
-        if self._packed is None or self._packed[0] != key:
-            try:
-                with torch.no_grad():
-                    packed = torch._C._nn.mkldnn_reorder_conv2d_weight(
-                        self.weight.detach().to_mkldnn(), list(self.padding), list(self.stride),
-                        list(self.dilation), self.groups, list(x.shape),
-                    )
-            except (RuntimeError, NotImplementedError):
-                self._pack_failed = True
-                return None
-            self._packed = (key, packed)
-        return self._packed[1]
+        weight = self.weight
+        packed = self._packed
+        if packed is not None and packed[0].data_ptr() == weight.data_ptr() and packed[1] == weight._version \
+                and packed[0].shape == weight.shape:
+            return packed[2]
+        try:
+            with torch.no_grad():
+                source = weight.detach()
+                packed_weight = torch._C._nn.mkldnn_reorder_conv2d_weight(
+                    source.to_mkldnn(), list(self.padding), list(self.stride), list(self.dilation), self.groups,
+                    list(x.shape),
+                )
+        except (RuntimeError, NotImplementedError):
+            return None  # this conv cannot be packed here: the plain path serves it
+        self._packed = (source, weight._version, packed_weight)
+        return packed_weight
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self._pack_failed and self.padding_mode == "zeros" and _fast_path_allowed(x, self):
+        if _fast_path_allowed(x, self):
             packed = self._packed_weight(x)
             if packed is not None:
                 return _PACKED_CONV(x, packed, self.bias, list(self.padding), list(self.stride), list(self.dilation),

@@ -23,9 +23,5 @@ class SqueezeExcite(nn.Module):
         self.conv_expand = nn.Conv2d(reduced, channels, 1, bias=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # The 1x1 convs act on a 1x1 map: run them as the matrix products they are (same weights, same keys),
-        # which skips the convolution machinery (on CPU a slow im2col path for 1x1 inputs).
-        pooled = x.mean((2, 3))
-        hidden = self.act1(F.linear(pooled, self.conv_reduce.weight.flatten(1), self.conv_reduce.bias))
-        gate = F.linear(hidden, self.conv_expand.weight.flatten(1), self.conv_expand.bias)
-        return x * F.hardsigmoid(gate)[:, :, None, None]
+        gate = self.conv_expand(self.act1(self.conv_reduce(x.mean((2, 3), keepdim=True))))
+        return x * F.hardsigmoid(gate)

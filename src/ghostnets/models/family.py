@@ -19,7 +19,9 @@ class Variant:
     paper_madds: float  # as printed in the paper, in millions
     top1: float
     top5: float | None = None
-    deploy_params: int | None = None  # exact deploy-form count where it differs (re-parameterized families)
+    # exact count of the official deploy files where they differ (RepGhost: its modules fused, other BNs kept;
+    # ghostnets' own deploy form folds every BN and is smaller still)
+    deploy_params: int | None = None
     recipe: str | None = None
 
 

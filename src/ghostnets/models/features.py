@@ -7,9 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from ..layers.conv_bn_act import fold_named_pairs
-from ..layers.deploy_conv import fuse_relu
-from .skeleton import GhostFamilyNet
+from .skeleton import GhostFamilyNet, fuse_stem
 
 
 class FeatureListNet(nn.Module):
@@ -30,6 +28,8 @@ class FeatureListNet(nn.Module):
         self.feature_info = [dict(model.feature_info[i], index=i) for i in out_indices]
         self.out_indices = out_indices
         self.in_chans, self.deploy, self.channels_last = model.in_chans, model.deploy, model.channels_last
+        if hasattr(model, "model_name"):  # what save_checkpoint records to rebuild it
+            self.model_name, self.model_kwargs = model.model_name, model.model_kwargs
         self.conv_stem, self.bn1, self.act1 = model.conv_stem, model.bn1, model.act1
         taps = [int(info["module"].split(".")[1]) for info in self.feature_info]
         self.blocks = model.blocks[: max(taps) + 1]
@@ -45,7 +45,6 @@ class FeatureListNet(nn.Module):
         return features
 
     def fuse(self) -> FeatureListNet:
-        fold_named_pairs(self, [("conv_stem", "bn1")])
-        self.conv_stem, self.act1 = fuse_relu(self.conv_stem, self.act1)
+        fuse_stem(self)
         self.deploy = True
-        return self
+        return self.to(memory_format=torch.channels_last) if self.channels_last else self

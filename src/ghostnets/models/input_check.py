@@ -5,18 +5,14 @@ from __future__ import annotations
 import torch
 
 from ..errors import InputShapeError
+from ..layers.graph_capture import capturing_graph
 
 MIN_INPUT_SIZE = 32
 
 
-def _tracing() -> bool:
-    return torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_compiling() or \
-        torch.onnx.is_in_onnx_export()
-
-
 def check_image_batch(x: object, in_chans: int, min_size: int = MIN_INPUT_SIZE) -> None:
     """Raise :class:`InputShapeError` unless ``x`` is a float (N, in_chans, H, W) tensor with H, W >= ``min_size``."""
-    if _tracing():
+    if capturing_graph():
         return
     expected = f"a floating-point tensor of shape (N, {in_chans}, H, W) with H, W >= {min_size}"
     if not isinstance(x, torch.Tensor):
@@ -39,7 +35,15 @@ def check_image_batch(x: object, in_chans: int, min_size: int = MIN_INPUT_SIZE) 
         )
 
 
-def prepare_input(x: torch.Tensor, in_chans: int, channels_last: bool) -> torch.Tensor:
-    """Validate ``x`` (see :func:`check_image_batch`) and give it the memory format the model runs in."""
+def prepare_input(x: torch.Tensor, in_chans: int, channels_last: bool, weight: torch.Tensor) -> torch.Tensor:
+    """Validate ``x`` (see :func:`check_image_batch`) against the model's first ``weight`` (dtype, device) and give
+    it the memory format the model runs in."""
     check_image_batch(x, in_chans)
+    if not capturing_graph() and not torch.is_autocast_enabled(x.device.type):
+        if x.dtype != weight.dtype:
+            raise InputShapeError(f"the input is {x.dtype} but the model's weights are {weight.dtype}: convert one "
+                                  f"(x.to({weight.dtype}) or model.to({x.dtype})), or run under torch.autocast")
+        if x.device != weight.device:
+            raise InputShapeError(f"the input is on {x.device} but the model is on {weight.device}: move one "
+                                  f"(x.to('{weight.device}') or model.to('{x.device}'))")
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x

@@ -27,6 +27,36 @@ BlockFn = Callable[[int, int, int, int, int, int, float, float, bool], nn.Module
 HEAD_CHS = 1280
 
 
+def _is_number(v: object) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+ARGUMENT_RULES: dict[str, tuple[Callable[[object], bool], str]] = {
+    "width": (lambda v: _is_number(v) and v > 0, "a positive number"),
+    "num_classes": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0,
+                    "an integer >= 0 (0: no classifier)"),
+    "in_chans": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1, "an integer >= 1"),
+    "drop_rate": (lambda v: _is_number(v) and 0 <= v < 1, "a number in [0, 1)"),
+    "drop_path_rate": (lambda v: _is_number(v) and 0 <= v < 1, "a number in [0, 1)"),
+    "deploy": (lambda v: isinstance(v, bool), "True or False"),
+    "channels_last": (lambda v: isinstance(v, bool), "True or False"),
+}
+
+
+def check_arguments(**arguments: object) -> None:
+    """Raise one ``ValueError`` naming every argument that is out of its range."""
+    problems = [f"{name} must be {what}, got {value!r}" for name, value in arguments.items()
+                for valid, what in [ARGUMENT_RULES[name]] if not valid(value)]
+    if problems:
+        raise ValueError("; ".join(problems))
+
+
+def fuse_stem(model: nn.Module) -> None:
+    """Fold the stem BatchNorm into ``conv_stem`` and fuse its ReLU (shared by the classifier and feature nets)."""
+    fold_named_pairs(model, [("conv_stem", "bn1")])
+    model.conv_stem, model.act1 = fuse_relu(model.conv_stem, model.act1)
+
+
 class GhostFamilyNet(nn.Module):
     """A GhostNet-style classifier built from a stage table, with the model API users know from timm."""
 
@@ -36,10 +66,8 @@ class GhostFamilyNet(nn.Module):
         channels_last: bool = True,
     ) -> None:
         super().__init__()
-        if width <= 0:
-            raise ValueError(f"width must be positive, got {width}")
-        if not 0.0 <= drop_rate < 1.0 or not 0.0 <= drop_path_rate < 1.0:
-            raise ValueError(f"drop_rate and drop_path_rate must be in [0, 1), got {drop_rate}, {drop_path_rate}")
+        check_arguments(width=width, num_classes=num_classes, in_chans=in_chans, drop_rate=drop_rate,
+                         drop_path_rate=drop_path_rate, deploy=deploy, channels_last=channels_last)
         self.in_chans, self.num_classes, self.drop_rate, self.deploy = in_chans, num_classes, drop_rate, deploy
         self.channels_last = channels_last
         stem_chs = make_divisible(16 * width, 4)
@@ -96,7 +124,7 @@ class GhostFamilyNet(nn.Module):
         return self.to(memory_format=torch.channels_last if enable else torch.contiguous_format)
 
     def forward_stem(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.conv_stem(prepare_input(x, self.in_chans, self.channels_last))
+        x = self.conv_stem(prepare_input(x, self.in_chans, self.channels_last, self.conv_stem.weight))
         if not is_identity(self.bn1):
             x = self.bn1(x)
         return x if is_identity(self.act1) else self.act1(x)
@@ -106,9 +134,7 @@ class GhostFamilyNet(nn.Module):
         return self.blocks(self.forward_stem(x))
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        # conv_head is a 1x1 conv on the pooled 1x1 map: computed as the matrix product it is (same weights)
-        x = self.flatten(self.global_pool(x))
-        x = self.act2(F.linear(x, self.conv_head.weight.flatten(1), self.conv_head.bias))
+        x = self.flatten(self.act2(self.conv_head(self.global_pool(x))))
         if pre_logits:
             return x
         if self.drop_rate > 0.0:
@@ -125,12 +151,14 @@ class GhostFamilyNet(nn.Module):
         """Replace the classifier with a fresh ``Linear(1280, num_classes)`` (``nn.Identity`` for 0)."""
         if global_pool != "avg":
             raise ValueError(f"only global_pool='avg' is supported (the papers' head), got {global_pool!r}")
+        check_arguments(num_classes=num_classes)
         self.num_classes = num_classes
         self.classifier = nn.Linear(HEAD_CHS, num_classes) if num_classes > 0 else nn.Identity()
+        if hasattr(self, "model_kwargs"):  # what save_checkpoint records to rebuild the model
+            self.model_kwargs = {**self.model_kwargs, "num_classes": num_classes}
 
     def fuse(self) -> GhostFamilyNet:
         """Fold the stem BatchNorm; the walker in :func:`ghostnets.reparameterize` has fused every block already."""
-        fold_named_pairs(self, [("conv_stem", "bn1")])
-        self.conv_stem, self.act1 = fuse_relu(self.conv_stem, self.act1)
+        fuse_stem(self)
         self.deploy = True
         return self.use_channels_last(self.channels_last)
