@@ -19,8 +19,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .graph_capture import capturing_graph
-
 try:
     from torch.utils._python_dispatch import _get_current_dispatch_mode
 except ImportError:  # pragma: no cover - older torch
@@ -47,15 +45,21 @@ def plain_convolutions() -> Iterator[None]:
 
 
 def _fast_path_allowed(x: torch.Tensor, conv: nn.Conv2d) -> bool:
-    if not _AVAILABLE or getattr(_local, "plain", False) or conv.padding_mode != "zeros":
+    # runs before every deploy conv: cheapest checks first (this costs ~1 µs where the conv costs 20-50 µs)
+    if x.dtype is not torch.float32 or not x.is_cpu or not _AVAILABLE or getattr(_local, "plain", False):
         return False
-    if x.device.type != "cpu" or x.dtype != torch.float32 or conv.weight.dtype != torch.float32:
+    weight, bias = conv.weight, conv.bias
+    if weight.dtype is not torch.float32 or conv.padding_mode != "zeros":
         return False
-    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, conv.weight, conv.bias)):
+    if torch.is_grad_enabled() and (
+        x.requires_grad or weight.requires_grad or (bias is not None and bias.requires_grad)
+    ):
         return False  # autograd must see the differentiable conv2d
-    if torch.is_autocast_enabled("cpu") or capturing_graph():
+    # graph capture: jit.trace (which the classic ONNX exporter uses) and dynamo (torch.compile, torch.export and
+    # the dynamo ONNX exporter) must record conv2d; so must autocast and dispatch modes such as FlopCounterMode
+    if torch.jit.is_tracing() or torch.compiler.is_compiling() or torch.is_autocast_enabled("cpu"):
         return False
-    return _get_current_dispatch_mode() is None  # FlopCounterMode and friends must see conv2d
+    return _get_current_dispatch_mode() is None
 
 
 class DeployConv2d(nn.Conv2d):
