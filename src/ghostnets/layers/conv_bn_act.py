@@ -58,6 +58,11 @@ def is_identity(module: nn.Module | None) -> bool:
     return module is None or type(module) is nn.Identity
 
 
+def can_update_in_place(t: torch.Tensor) -> bool:
+    """True when ``t`` (a tensor this module made) may be overwritten: no autograd graph needs it."""
+    return not (torch.is_grad_enabled() and t.requires_grad)
+
+
 def activation(act_layer: ActFactory | None) -> nn.Module:
     """An activation module, or ``nn.Identity`` for none (keeps the official indices)."""
     if act_layer is None:

@@ -8,7 +8,15 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from .conv_bn_act import ActFactory, ConvSequence, conv_bn_act, conv_norm, fold_named_pairs, is_identity
+from .conv_bn_act import (
+    ActFactory,
+    ConvSequence,
+    can_update_in_place,
+    conv_bn_act,
+    conv_norm,
+    fold_named_pairs,
+    is_identity,
+)
 from .dfc import DFCAttention
 from .drop_path import DropPath
 from .squeeze_excite import SqueezeExcite
@@ -43,7 +51,8 @@ class GhostModule(nn.Module):
         if self.trim:
             out = out[:, : self.out_chs]
         if self.short_conv is not None:
-            out = out * self.short_conv(x, out.shape[-2:])
+            gate = self.short_conv(x, out.shape[-2:])
+            out = out.mul_(gate) if can_update_in_place(out) else out * gate
         return out
 
 
@@ -99,7 +108,8 @@ class GhostBottleneck(nn.Module):
         if self.has_residual:
             if not is_identity(self.drop_path):
                 x = self.drop_path(x)
-            x = x + (shortcut if is_identity(self.shortcut) else self.shortcut(shortcut))
+            shortcut = shortcut if is_identity(self.shortcut) else self.shortcut(shortcut)
+            x = x.add_(shortcut) if can_update_in_place(x) else x + shortcut
         return x
 
     def fuse(self) -> GhostBottleneck:

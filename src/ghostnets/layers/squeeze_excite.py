@@ -24,4 +24,4 @@ class SqueezeExcite(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         gate = self.conv_expand(self.act1(self.conv_reduce(x.mean((2, 3), keepdim=True))))
-        return x * F.hardsigmoid(gate)
+        return x * F.hardsigmoid(gate)  # not in place: x is the caller's tensor
