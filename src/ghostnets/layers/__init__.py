@@ -2,6 +2,7 @@
 
 from .channels import make_divisible
 from .conv_bn_act import ConvBnAct, ConvSequence, conv_bn_act, conv_norm, fold_bn
+from .deploy_conv import DeployConv2d, plain_convolutions
 from .dfc import DFCAttention
 from .drop_path import DropPath
 from .ghost import GhostBottleneck, GhostModule
@@ -9,6 +10,7 @@ from .repghost import RepGhostBottleneck, RepGhostModule
 from .squeeze_excite import SqueezeExcite
 
 __all__ = [
-    "ConvBnAct", "ConvSequence", "DFCAttention", "DropPath", "GhostBottleneck", "GhostModule", "RepGhostBottleneck",
-    "RepGhostModule", "SqueezeExcite", "conv_bn_act", "conv_norm", "fold_bn", "make_divisible",
+    "ConvBnAct", "ConvSequence", "DFCAttention", "DeployConv2d", "DropPath", "GhostBottleneck", "GhostModule",
+    "RepGhostBottleneck", "RepGhostModule", "SqueezeExcite", "conv_bn_act", "conv_norm", "fold_bn", "make_divisible",
+    "plain_convolutions",
 ]
