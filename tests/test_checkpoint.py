@@ -30,6 +30,7 @@ from timm.models.repghost import repghost_model_convert
 from torch import nn
 
 import ghostnets
+from conftest import randomize_bn
 from ghostnets import CheckpointError, UnsafeCheckpointError
 from ghostnets.layers import RepGhostModule
 
@@ -47,17 +48,8 @@ def _one_thread():
 
 # ------------------------------------------------------------------------------------------------------------- helpers
 def _randomize_bn(model: nn.Module, seed: int = 0) -> nn.Module:
-    """Random BN statistics and affine parameters (fresh BNs are the identity, which would hide folding bugs)."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                n = m.num_features
-                m.running_mean.copy_(torch.randn(n, generator=g) * 0.3)
-                m.running_var.copy_(torch.rand(n, generator=g) * 1.5 + 0.5)
-                m.weight.copy_(torch.rand(n, generator=g) + 0.5)
-                m.bias.copy_(torch.randn(n, generator=g) * 0.3)
-    return model.eval()
+    """conftest's randomize_bn with its own seed, in eval mode (fresh BNs are the identity and hide folding bugs)."""
+    return randomize_bn(model, torch.Generator().manual_seed(seed)).eval()
 
 
 def _input(in_chans: int = 3) -> torch.Tensor:

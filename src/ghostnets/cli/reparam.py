@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..checkpoint import read_metadata, save_checkpoint
+from ..checkpoint import save_checkpoint
 from ..deploy import is_equivalent, max_output_difference, reparameterize
 from ..factory import create_model
 
@@ -40,7 +40,6 @@ def run(args: argparse.Namespace) -> int:
     if not is_equivalent(diff, scale):
         print("ghostnets: error: the deploy form is not equivalent; nothing written")
         return 1
-    class_names = read_metadata(args.checkpoint).get("class_names")
-    save_checkpoint(deployed, args.out, class_names=class_names, overwrite=args.force)
+    save_checkpoint(deployed, args.out, class_names=model.class_names, overwrite=args.force)
     print(f"wrote {args.out}")
     return 0
