@@ -119,7 +119,8 @@ def read_state_dict(path: str | Path, *, use_ema: bool | None = None) -> tuple[S
 
 
 def read_metadata(path: str | Path) -> dict:
-    """The ghostnets metadata of a safetensors checkpoint (model, kwargs, deploy, class_names, features), or ``{}``.
+    """The ghostnets metadata of a safetensors checkpoint (model, kwargs, deploy, class_names, features, and the
+    caller's own entries under ``extra``), or ``{}``.
 
     Reads the header only, not the tensors.
     """
@@ -136,7 +137,8 @@ def read_metadata(path: str | Path) -> dict:
         return {}
     return {"model": raw.get("model"), "kwargs": json.loads(raw.get("kwargs", "{}")),
             "deploy": raw.get("deploy") == "true", "class_names": json.loads(raw.get("class_names", "null")),
-            "features": json.loads(raw.get("features", "null"))}
+            "features": json.loads(raw.get("features", "null")),
+            "extra": {k: v for k, v in raw.items() if k not in _RESERVED_METADATA}}
 
 
 def _diff(model: nn.Module, state_dict: StateDict) -> tuple[list, list, list]:

@@ -8,14 +8,14 @@ import warnings
 from collections.abc import Sequence
 
 from ..errors import GhostnetsError
-from . import models, reparam, verify
+from . import evaluate, models, predict, reparam, train, verify
 
-SUBCOMMANDS = (models, reparam, verify)
+SUBCOMMANDS = (models, reparam, verify, train, evaluate, predict)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="ghostnets", description="The GhostNet family of efficient CNNs: models, deploy, measure."
+        prog="ghostnets", description="The GhostNet family of efficient CNNs: models, deploy, measure, train."
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for module in SUBCOMMANDS:
@@ -25,7 +25,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script; returns the exit code (0 success, 1 failed check, 2 bad input)."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and not getattr(args, "accepts_extra", False):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.extra = extra
     warnings.simplefilter("default")
     warnings.formatwarning = lambda message, category, *a, **k: f"ghostnets: warning: {message}\n"
     try:

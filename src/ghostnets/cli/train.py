@@ -1,0 +1,70 @@
+"""``ghostnets train``: a recipe, optional data and overrides -> a run directory (resumable, DDP under torchrun)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..train.config import TrainConfig, list_recipes, load_recipe, parse_overrides, update_config
+from ..train.state import load_state
+from .options import dashed_overrides
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train", help="train a model: a paper recipe on ImageFolder data, or the bundled Fashion-MNIST",
+        description="Train with a recipe (bundled: " + ", ".join(list_recipes()) + ", or a YAML file). Any recipe "
+        "field can be overridden as field=value or --field value (e.g. epochs=5 --lr 0.2 amp=true). Under "
+        "torchrun --nproc_per_node=N it runs DistributedDataParallel; batch_size is the global batch.")
+    p.add_argument("--model", help="registered model name (default: the recipe's)")
+    p.add_argument("--recipe", help="bundled recipe name or YAML file (default: quick without --data, else the "
+                   "model card's recipe)")
+    p.add_argument("--data", help="ImageFolder root (DIR/train/<class>/*, DIR/val/<class>/*) or a .npz in the "
+                   "bundled format; default: Fashion-MNIST, fetched and cached on first use")
+    p.add_argument("--out", type=Path, help="run directory (default: runs/<model>-<recipe>)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint.pth")
+    p.add_argument("--force", action="store_true", help="start over in an --out that holds an earlier run")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (logs stay)")
+    p.add_argument("overrides", nargs="*", metavar="FIELD=VALUE", help="recipe fields to override")
+    p.set_defaults(run=run, accepts_extra=True)
+
+
+def resolve_config(args: argparse.Namespace):
+    """The recipe the arguments name, with ``--model``, ``--data`` and the overrides applied."""
+    from ..registry import model_info
+
+    if args.resume:  # the saved run's configuration; the command line may change what RESUME_MAY_CHANGE allows
+        if args.out is None or args.recipe is not None:
+            raise ValueError("--resume continues the run in --out with its saved recipe: give --out, not --recipe")
+        config = TrainConfig(**load_state(args.out / "checkpoint.pth")["config"])
+    else:
+        recipe = args.recipe
+        if recipe is None:
+            recipe = "quick" if args.data is None or str(args.data).endswith(".npz") else model_info(
+                args.model or "ghostnet_100").recipe
+        config = load_recipe(recipe)
+    overrides = parse_overrides(list(args.overrides) + dashed_overrides(getattr(args, "extra", [])))
+    if args.model is not None:
+        overrides["model"] = args.model
+    if args.data is not None:
+        overrides["data"] = args.data
+    config = update_config(config, overrides, "the command line")
+    model_info(config.model)  # an unknown model name fails here, with suggestions
+    return config
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..train import train
+
+    config = resolve_config(args)
+    out = args.out or Path("runs") / f"{config.model}-{config.recipe}"
+    summary = train(config, out, resume=args.resume, force=args.force, progress_bar=not args.no_progress)
+    if summary is None:
+        return 0
+    speed = summary["images_per_second"]
+    final = summary["final_top1"]
+    print(f"trained {summary['model']} ({summary['recipe']}) for {summary['epochs']} epochs in "
+          f"{summary['train_seconds']:.0f} s ({speed:.0f} images/s on {summary['processes']} process(es)); "
+          f"final top-1 {final:.2f}%, best {summary['best_top1']:.2f}% (epoch {summary['best_epoch']}); "
+          f"weights: {out / 'best.safetensors'}, {out / 'last.safetensors'}")
+    return 0

@@ -1,0 +1,68 @@
+"""Input pipelines described as data, so a checkpoint can record how its model expects images."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from torchvision import transforms as T
+
+from .fashion_mnist import MEAN as FASHION_MEAN
+from .fashion_mnist import STD as FASHION_STD
+
+_INTERPOLATIONS = {
+    "nearest": T.InterpolationMode.NEAREST, "bilinear": T.InterpolationMode.BILINEAR,
+    "bicubic": T.InterpolationMode.BICUBIC, "lanczos": T.InterpolationMode.LANCZOS,
+}
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """Evaluation preprocessing: convert to ``channels``, resize the short side to ``resize``, centre-crop
+    ``size - 2*pad``, pad by ``pad`` with zeros, scale to [0, 1], normalise with ``mean``/``std``."""
+
+    channels: int = 3
+    size: int = 224
+    resize: int = 256
+    pad: int = 0
+    interpolation: str = "bicubic"
+    mean: tuple[float, ...] = (0.485, 0.456, 0.406)
+    std: tuple[float, ...] = (0.229, 0.224, 0.225)
+
+    @classmethod
+    def from_crop_pct(cls, size: int, crop_pct: float, interpolation: str, mean, std, channels: int = 3) -> InputSpec:
+        """The timm convention: resize to ``size / crop_pct``, then centre-crop ``size``."""
+        return cls(channels, size, int(size / crop_pct), 0, interpolation, tuple(mean), tuple(std))
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> InputSpec:
+        return cls(**{**values, "mean": tuple(values["mean"]), "std": tuple(values["std"])})
+
+    def transform(self) -> T.Compose:
+        """The torchvision pipeline from a PIL image to a normalised (C, size, size) tensor."""
+        if self.interpolation not in _INTERPOLATIONS:
+            raise ValueError(f"interpolation must be one of {sorted(_INTERPOLATIONS)}, got {self.interpolation!r}")
+        mode = "L" if self.channels == 1 else "RGB"
+        steps = [T.Lambda(lambda image: image.convert(mode)),
+                 T.Resize(self.resize, interpolation=_INTERPOLATIONS[self.interpolation]),
+                 T.CenterCrop(self.size - 2 * self.pad)]
+        if self.pad:
+            steps.append(T.Pad(self.pad))
+        steps += [T.ToTensor(), T.Normalize(self.mean, self.std)]
+        return T.Compose(steps)
+
+
+FASHION_MNIST_INPUT = InputSpec(channels=1, size=32, resize=28, pad=2, interpolation="bilinear",
+                                mean=(FASHION_MEAN,), std=(FASHION_STD,))
+"""The bundled dataset's input: 28x28 grayscale placed in the middle of a 32x32 canvas (the smallest input every
+model takes; the stem stays as published)."""
+
+
+def normalize(images: torch.Tensor, spec: InputSpec) -> torch.Tensor:
+    """[0, 1] images normalised in place with ``spec``'s mean and std."""
+    mean = torch.tensor(spec.mean, dtype=images.dtype).view(1, -1, 1, 1)
+    std = torch.tensor(spec.std, dtype=images.dtype).view(1, -1, 1, 1)
+    return images.sub_(mean).div_(std)

@@ -1,0 +1,98 @@
+"""One optimizer step and one evaluation pass: the parts of the loop every training run shares."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .distributed import Distributed
+
+
+def autocast(device: torch.device, enabled: bool, dtype: str) -> contextlib.AbstractContextManager:
+    """Mixed precision: bfloat16 on CPU, float16 or bfloat16 on CUDA (``amp_dtype``)."""
+    if not enabled:
+        return contextlib.nullcontext()
+    if dtype not in ("bfloat16", "float16"):
+        raise ValueError(f"amp_dtype must be bfloat16 or float16, got {dtype!r}")
+    if device.type == "cpu" and dtype == "float16":
+        raise ValueError("float16 autocast is for CUDA; use amp_dtype=bfloat16 on the CPU")
+    return torch.autocast(device_type=device.type, dtype=getattr(torch, dtype))
+
+
+@dataclass
+class StepResult:
+    loss: float  # mean loss of the step's images (this process)
+    correct: float  # top-1 hits against the hard labels
+    count: int  # images
+
+
+def train_step(model: nn.Module, images: torch.Tensor, targets: torch.Tensor, *, loss_fn, optimizer,
+               context: Distributed, mixup=None,
+               accum_steps: int = 1, clip_grad: float | None = None, scaler=None, amp=contextlib.nullcontext,
+               no_sync=contextlib.nullcontext) -> StepResult:
+    """Forward, backward and one optimizer step over ``accum_steps`` micro-batches.
+
+    Micro-batch ``j`` is ``images[j::accum_steps]``: the same images process ``j`` of a ``accum_steps``-process
+    run gets, so one process with accumulation and several processes compute the same step. A non-finite loss
+    on any process skips the optimizer step everywhere (the weights stay as they were) and returns ``loss=nan``.
+    """
+    hard = targets
+    if mixup is not None:
+        images, targets = mixup(images, targets)
+    optimizer.zero_grad(set_to_none=True)
+    total_loss, correct = 0.0, 0.0
+    for j in range(accum_steps):
+        micro_x, micro_y, micro_hard = images[j::accum_steps], targets[j::accum_steps], hard[j::accum_steps]
+        sync = contextlib.nullcontext() if j == accum_steps - 1 else no_sync()
+        with sync:
+            with amp():
+                logits = model(micro_x)
+                loss = loss_fn(logits.float(), micro_y)
+            scaled = loss / accum_steps
+            (scaler.scale(scaled) if scaler is not None else scaled).backward()
+        total_loss += loss.item() * len(micro_x)
+        correct += (logits.argmax(1) == micro_hard).sum().item()
+    # every process backpropagates (so none waits forever in an all-reduce), then all agree before stepping
+    if context.any(not math.isfinite(total_loss)):
+        optimizer.zero_grad(set_to_none=True)
+        return StepResult(math.nan, 0.0, len(hard))
+    if scaler is not None:
+        scaler.unscale_(optimizer)
+    if clip_grad:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), clip_grad)
+    if scaler is not None:
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step()
+    return StepResult(total_loss / len(hard), correct, len(hard))
+
+
+@torch.inference_mode()
+def evaluate(model: nn.Module, batches, context: Distributed, *, amp=contextlib.nullcontext) -> dict:
+    """Top-1, top-5 (%) and mean cross-entropy over every held-out image (summed over processes)."""
+    model.eval()
+    loss_sum = top1 = top5 = count = skipped = 0.0
+    for images, targets, n_skipped in batches:
+        skipped += n_skipped
+        if images is None:
+            continue
+        images = images.to(context.device, non_blocking=True)
+        targets = targets.to(context.device, non_blocking=True)
+        with amp():
+            logits = model(images).float()
+        loss_sum += F.cross_entropy(logits, targets, reduction="sum").item()
+        best = logits.topk(min(5, logits.shape[1]), dim=1).indices
+        top1 += (best[:, 0] == targets).sum().item()
+        top5 += (best == targets[:, None]).any(1).sum().item()
+        count += len(targets)
+    loss_sum, top1, top5, count, skipped = context.all_sum([loss_sum, top1, top5, count, skipped])
+    if count == 0:
+        raise ValueError("evaluation saw no images: the held-out split is empty or every file in it is corrupt")
+    return {"top1": 100 * top1 / count, "top5": 100 * top5 / count, "loss": loss_sum / count, "images": int(count),
+            "skipped": int(skipped)}

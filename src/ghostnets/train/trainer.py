@@ -1,0 +1,390 @@
+"""``train``: a run from a :class:`TrainConfig` to checkpoints, metrics and a summary; resumable, DDP-aware.
+
+One process or ``torchrun --nproc_per_node=N``: the same code, rank 0 logs and writes. A run directory holds
+``config.yaml``, ``checkpoint.pth`` (the resumable state, every epoch and every ``checkpoint_every`` steps),
+``last.safetensors`` / ``best.safetensors`` (weights for :func:`ghostnets.create_model`, EMA weights when EMA is on),
+``metrics.jsonl`` / ``metrics.csv``, ``tensorboard/``, ``curves.png`` and ``summary.json``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import signal
+import sys
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+
+import torch
+import yaml
+from torch import nn
+from tqdm import tqdm
+
+from ..atomic import atomic_write
+from ..checkpoint import save_checkpoint
+from ..errors import GhostnetsError
+from ..factory import create_model
+from .config import TrainConfig
+from .distributed import Distributed, init_distributed, shutdown
+from .engine import autocast, evaluate, train_step
+from .loaders import RunData, build_data
+from .metrics import MetricsLog
+from .state import capture_rng, load_state, restore_rng, save_state
+
+RUN_FILES = ("config.yaml", "checkpoint.pth", "last.safetensors", "best.safetensors", "metrics.jsonl", "metrics.csv",
+             "curves.png", "summary.json")
+
+
+RESUME_MAY_CHANGE = frozenset({"data", "workers", "threads", "checkpoint_every", "eval_every", "device", "compile"})
+"""Fields a resumed run may set anew; the rest (model, schedule, augmentation, seed) must match the saved run."""
+
+
+class TrainingDiverged(GhostnetsError, RuntimeError):
+    """The loss became NaN or infinite; the run stopped and kept its last good checkpoint."""
+
+
+class RunDirectoryInUse(GhostnetsError, FileExistsError):
+    """``--out`` holds an earlier run and neither ``--resume`` nor ``--force`` was given."""
+
+
+@dataclass
+class Progress:
+    """Where the run is: the next (epoch, step), optimizer updates so far, and this epoch's running sums."""
+
+    epoch: int = 0
+    step: int = 0
+    updates: int = 0
+    loss_sum: float = 0.0
+    correct: float = 0.0
+    count: int = 0
+    skipped: int = 0
+    train_seconds: float = 0.0
+    best_top1: float = -1.0
+    best_epoch: int = -1
+    history: list = field(default_factory=list)
+
+    def start_epoch(self) -> None:
+        self.loss_sum = self.correct = 0.0
+        self.count = self.skipped = 0
+
+
+def check_run_directory(out: Path, *, resume: bool, force: bool) -> None:
+    """Refuse to write over an earlier run unless asked to resume it or to start over."""
+    found = [name for name in RUN_FILES if (out / name).exists()]
+    if resume:
+        if not (out / "checkpoint.pth").exists():
+            raise GhostnetsError(f"--resume: {out} holds no checkpoint.pth to resume from; start a new run without "
+                                 "--resume")
+        return
+    if found and not force:
+        raise RunDirectoryInUse(f"{out} holds an earlier run ({', '.join(found)}); pass --resume to continue it, "
+                                "--force to start over (its files are replaced), or choose another --out")
+    if force:
+        for name in found:
+            (out / name).unlink()
+
+
+class _StopRequest:
+    """SIGINT/SIGTERM set a flag; the loop saves a checkpoint at the next step boundary and exits."""
+
+    def __init__(self) -> None:
+        self.signal: int | None = None
+
+    @contextmanager
+    def installed(self):
+        previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+
+        def handler(signum, frame):
+            if self.signal is not None:  # a second Ctrl-C: stop now
+                raise KeyboardInterrupt
+            self.signal = signum
+
+        for s in previous:
+            signal.signal(s, handler)
+        try:
+            yield self
+        finally:
+            for s, h in previous.items():
+                signal.signal(s, h)
+
+
+class Trainer:
+    """Everything one training run holds; :meth:`fit` runs it to the end (or to a clean stop)."""
+
+    def __init__(self, config: TrainConfig, out: str | Path, *, resume: bool = False, force: bool = False,
+                 progress_bar: bool = True) -> None:
+        self.config, self.out, self.progress_bar = config, Path(out), progress_bar
+        self.context: Distributed = init_distributed(config.device)
+        if config.threads:
+            torch.set_num_threads(config.threads)
+        if self.context.is_main:
+            check_run_directory(self.out, resume=resume, force=force)
+        self.context.barrier()
+        state = load_state(self.out / "checkpoint.pth") if resume else None
+        if state is not None:
+            self._check_resumable(state)
+        torch.manual_seed(config.seed + self.context.rank)
+        self.data: RunData = build_data(config, self.context)
+        self.model = self._build_model()
+        self._build_optimization()
+        self.progress = Progress()
+        if state is not None:
+            self._restore(state)
+        self.amp = partial(autocast, self.context.device, config.amp, config.amp_dtype)
+        if self.context.is_main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            atomic_write(self.out / "config.yaml", lambda tmp: tmp.write_text(yaml.safe_dump(config.as_dict())))
+
+    # ----------------------------------------------------------------------------------------------- set-up
+    def _check_resumable(self, state: dict) -> None:
+        saved = state["config"]
+        for key, value in saved.items():
+            if key not in RESUME_MAY_CHANGE and value != getattr(self.config, key, value):
+                raise GhostnetsError(
+                    f"cannot resume {self.out}: it was trained with {key}={value!r}, this run asks for "
+                    f"{getattr(self.config, key)!r}. A resumed run continues its saved schedule; only "
+                    f"{', '.join(sorted(RESUME_MAY_CHANGE))} may change. Resume with the same value, or start a "
+                    "new run (--force or another --out)")
+
+    def _build_model(self) -> nn.Module:
+        config, data = self.config, self.data
+        kwargs = {"drop_rate": config.drop_rate, "drop_path_rate": config.drop_path_rate,
+                  "channels_last": config.channels_last, **config.model_kwargs}
+        model = create_model(config.model, num_classes=len(data.class_names), in_chans=data.input_spec.channels,
+                             **kwargs)
+        if getattr(model, "deploy", False):
+            raise GhostnetsError("a deploy-form model has nothing to train (its BatchNorms are folded); train the "
+                                 "training form and reparameterize afterwards")
+        model.to(self.context.device)
+        self.module = model  # the plain model: what is saved, what EMA copies
+        if self.context.enabled:
+            if config.sync_bn:
+                if self.context.device.type != "cuda":
+                    raise GhostnetsError("sync_bn needs CUDA (torch's SyncBatchNorm has no CPU kernel); drop sync_bn "
+                                         "on the CPU")
+                model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+                self.module = model
+            ids = [self.context.device.index] if self.context.device.type == "cuda" else None
+            model = nn.parallel.DistributedDataParallel(model, device_ids=ids)
+        if config.compile:
+            model = torch.compile(model)
+        return model
+
+    def _build_optimization(self) -> None:
+        from timm.data import Mixup
+        from timm.loss import SoftTargetCrossEntropy
+        from timm.optim import create_optimizer_v2
+        from timm.scheduler import create_scheduler_v2
+        from timm.utils import ModelEmaV3
+
+        config = self.config
+        extra = {"eps": config.opt_eps} if config.opt_eps is not None else {}
+        self.optimizer = create_optimizer_v2(self.module, opt=config.opt, lr=config.scaled_lr(),
+                                             weight_decay=config.weight_decay, momentum=config.momentum, **extra)
+        self.steps_per_epoch = self.data.train.steps_per_epoch()
+        self.scheduler, _ = create_scheduler_v2(
+            self.optimizer, sched=config.sched, num_epochs=config.epochs, decay_epochs=config.decay_epochs,
+            decay_rate=config.decay_rate, min_lr=config.min_lr, warmup_lr=config.warmup_lr,
+            warmup_epochs=config.warmup_epochs, step_on_epochs=False, updates_per_epoch=self.steps_per_epoch)
+        self.ema = ModelEmaV3(self.module, decay=config.model_ema_decay) if config.model_ema else None
+        self.mixup = None
+        if config.mixup > 0 or config.cutmix > 0:
+            self.mixup = Mixup(mixup_alpha=config.mixup, cutmix_alpha=config.cutmix, label_smoothing=config.smoothing,
+                               num_classes=len(self.data.class_names))
+            self.loss_fn = SoftTargetCrossEntropy()
+        else:
+            self.loss_fn = nn.CrossEntropyLoss(label_smoothing=config.smoothing)
+        use_scaler = config.amp and config.amp_dtype == "float16" and self.context.device.type == "cuda"
+        self.scaler = torch.amp.GradScaler("cuda") if use_scaler else None
+
+    # ------------------------------------------------------------------------------------------- the state
+    def _state(self) -> dict:
+        p = self.progress
+        return {
+            "arch": self.config.model, "config": self.config.as_dict(), "class_names": self.data.class_names,
+            "input": self.data.input_spec.as_dict(), "state_dict": self.module.state_dict(),
+            "state_dict_ema": self.ema.module.state_dict() if self.ema is not None else None,
+            "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+            "epoch": p.epoch, "step": p.step, "updates": p.updates,
+            "running": [p.loss_sum, p.correct, p.count, p.skipped, p.train_seconds],
+            "best": [p.best_top1, p.best_epoch], "metric": p.best_top1, "rng": capture_rng(),
+        }
+
+    def _restore(self, state: dict) -> None:
+        self.module.load_state_dict(state["state_dict"])
+        if self.ema is not None and state["state_dict_ema"] is not None:
+            self.ema.module.load_state_dict(state["state_dict_ema"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        if self.scaler is not None and state["scaler"] is not None:
+            self.scaler.load_state_dict(state["scaler"])
+        p = self.progress
+        p.epoch, p.step, p.updates = state["epoch"], state["step"], state["updates"]
+        p.loss_sum, p.correct, p.count, p.skipped, p.train_seconds = state["running"]
+        p.best_top1, p.best_epoch = state["best"]
+        if self.context.world_size == 1:
+            restore_rng(state["rng"])  # several processes each drew their own stream; rank 0's is all we keep
+        self._log(f"resuming {self.out} at epoch {p.epoch + 1}, step {p.step} of {self.steps_per_epoch} "
+                  f"({p.updates} updates done)")
+
+    def _save(self) -> None:
+        if self.context.is_main:
+            save_state(self.out / "checkpoint.pth", self._state())
+
+    def _export(self, name: str, top1: float) -> Path:
+        """Weights for inference (EMA when on), rebuilt by ``create_model(checkpoint_path=...)``."""
+        source = self.ema.module if self.ema is not None else self.module
+        meta = {"epoch": str(self.progress.epoch), "top1": f"{top1:.4f}", "recipe": self.config.recipe,
+                "weights": "ema" if self.ema is not None else "model",
+                "input": json.dumps(self.data.input_spec.as_dict())}
+        return save_checkpoint(source, self.out / name, class_names=self.data.class_names, metadata=meta)
+
+    # ---------------------------------------------------------------------------------------------- the loop
+    def _log(self, message: str) -> None:
+        if self.context.is_main:
+            tqdm.write(f"ghostnets: {message}", file=sys.stderr)
+
+    def fit(self) -> dict:
+        """Train to ``config.epochs``; returns the summary (also written to ``summary.json``)."""
+        config, p = self.config, self.progress
+        self._log(f"{config.model} on {self.data.description}; {config.epochs} epochs x {self.steps_per_epoch} "
+                  f"steps of {config.batch_size} images on {self.context.world_size} process(es) "
+                  f"({self.context.device}), lr {config.scaled_lr():g}; writing to {self.out}")
+        log = MetricsLog(self.out, resume_epoch=p.epoch) if self.context.is_main else None
+        if log is not None:
+            p.history = list(log.rows)  # a resumed run's summary covers the epochs before it too
+        try:
+            with _StopRequest().installed() as stop:
+                while p.epoch < config.epochs:
+                    row = self._train_epoch(stop)
+                    if row is None:
+                        self._save()
+                        self._log(f"stopped by signal {stop.signal}: saved {self.out / 'checkpoint.pth'} at epoch "
+                                  f"{p.epoch + 1} step {p.step}; continue with --resume")
+                        raise KeyboardInterrupt
+                    self._end_epoch(row, log)
+        finally:
+            if log is not None:
+                log.plot()
+                log.close()
+        summary = self._summary()
+        shutdown(self.context)
+        return summary
+
+    def _train_epoch(self, stop: _StopRequest) -> dict | None:
+        config, p, context = self.config, self.progress, self.context
+        if p.step == 0:
+            p.start_epoch()
+        batches = self.data.train
+        batches.set_epoch(p.epoch, p.step)
+        self.model.train()
+        bar = tqdm(total=self.steps_per_epoch, initial=p.step, desc=f"epoch {p.epoch + 1}/{config.epochs}",
+                   disable=not (self.progress_bar and context.is_main), leave=False, dynamic_ncols=True)
+        no_sync = getattr(self.model, "no_sync", None)
+        first_step, started = p.step, time.perf_counter()
+        for images, targets, skipped in batches:
+            p.skipped += skipped
+            if images is not None and len(images):
+                images = images.to(context.device, non_blocking=True)
+                targets = targets.to(context.device, non_blocking=True)
+                result = train_step(self.model, images, targets, loss_fn=self.loss_fn, optimizer=self.optimizer,
+                                    context=context, mixup=self.mixup, accum_steps=config.accum_steps,
+                                    clip_grad=config.clip_grad, scaler=self.scaler, amp=self.amp,
+                                    no_sync=no_sync or contextlib.nullcontext)
+                if math.isnan(result.loss):
+                    self._diverged()
+                p.updates += 1
+                self.scheduler.step_update(num_updates=p.updates)
+                if self.ema is not None:
+                    self.ema.update(self.module, step=p.updates)
+                p.loss_sum += result.loss * result.count
+                p.correct += result.correct
+                p.count += result.count
+            p.step += 1
+            elapsed = time.perf_counter() - started
+            if context.is_main and (p.step % 10 == 0 or p.step == self.steps_per_epoch):
+                done = (p.step - first_step) * config.batch_size
+                bar.set_postfix(loss=f"{p.loss_sum / max(p.count, 1):.3f}",
+                                acc=f"{100 * p.correct / max(p.count, 1):.1f}",
+                                lr=f"{self.optimizer.param_groups[0]['lr']:.3g}",
+                                img_s=f"{done / max(elapsed, 1e-9):.0f}", refresh=False)
+            bar.update()
+            if config.checkpoint_every and p.updates % config.checkpoint_every == 0 and p.step < self.steps_per_epoch:
+                p.train_seconds += time.perf_counter() - started
+                started = time.perf_counter()
+                self._save()
+            if context.any(stop.signal is not None):
+                p.train_seconds += time.perf_counter() - started
+                bar.close()
+                return None
+        bar.close()
+        p.train_seconds += time.perf_counter() - started
+        loss_sum, correct, count, skipped = context.all_sum([p.loss_sum, p.correct, p.count, p.skipped])
+        return {"epoch": p.epoch, "train_loss": loss_sum / max(count, 1), "train_top1": 100 * correct / max(count, 1),
+                "lr": self.optimizer.param_groups[0]["lr"], "train_skipped": int(skipped),
+                "train_seconds": p.train_seconds}
+
+    def _diverged(self) -> None:
+        p = self.progress
+        where = self.out / "checkpoint.pth"
+        kept = f"the last good checkpoint is {where}" if where.exists() else "no checkpoint was written yet"
+        raise TrainingDiverged(
+            f"the loss became NaN/inf at epoch {p.epoch + 1}, step {p.step + 1}; training stopped and {kept}. "
+            "Lower lr, set clip_grad (e.g. clip_grad=5), or turn amp off, then --resume or start again")
+
+    def _end_epoch(self, row: dict, log: MetricsLog | None) -> None:
+        config, p = self.config, self.progress
+        last = p.epoch + 1 == config.epochs
+        self.scheduler.step(p.epoch + 1)
+        if last or (p.epoch + 1) % max(config.eval_every, 1) == 0:
+            result = evaluate(self.model, self.data.eval, self.context, amp=self.amp)
+            row.update({f"eval_{k}": v for k, v in result.items() if k in ("top1", "top5", "loss")})
+            if self.ema is not None:
+                ema = evaluate(self.ema.module, self.data.eval, self.context, amp=self.amp)
+                row.update({f"eval_ema_{k}": v for k, v in ema.items() if k in ("top1", "top5", "loss")})
+            score = row.get("eval_ema_top1", row["eval_top1"])
+            improved = score > p.best_top1
+            if improved:
+                p.best_top1, p.best_epoch = score, p.epoch
+        else:
+            score, improved = None, False
+        images = (p.epoch + 1) * self.steps_per_epoch * config.batch_size
+        row["images_per_second"] = images / max(p.train_seconds, 1e-9)
+        p.history.append(row)
+        p.epoch, p.step = p.epoch + 1, 0
+        p.start_epoch()
+        if self.context.is_main:
+            log.add(row)
+            self._save()
+            self._export("last.safetensors", score if score is not None else float("nan"))
+            if improved:
+                self._export("best.safetensors", score)
+            shown = f", eval top-1 {score:.2f}%" if score is not None else ""
+            self._log(f"epoch {p.epoch}/{config.epochs}: train loss {row['train_loss']:.4f}, train top-1 "
+                      f"{row['train_top1']:.2f}%{shown}, {row['images_per_second']:.0f} img/s"
+                      + (f", {row['train_skipped']} corrupt images skipped" if row["train_skipped"] else ""))
+
+    def _summary(self) -> dict:
+        p, config = self.progress, self.config
+        last = p.history[-1] if p.history else {}
+        summary = {
+            "model": config.model, "recipe": config.recipe, "epochs": config.epochs, "processes":
+            self.context.world_size, "best_top1": p.best_top1, "best_epoch": p.best_epoch + 1,
+            "final_top1": last.get("eval_ema_top1", last.get("eval_top1")), "train_seconds": p.train_seconds,
+            "images_per_second": last.get("images_per_second"), "skipped_images": sum(
+                row.get("train_skipped", 0) for row in p.history), "out": str(self.out),
+        }
+        if self.context.is_main:
+            atomic_write(self.out / "summary.json", lambda tmp: tmp.write_text(json.dumps(summary, indent=2)))
+        return summary
+
+
+def train(config: TrainConfig, out: str | Path, *, resume: bool = False, force: bool = False,
+          progress_bar: bool = True) -> dict:
+    """Run ``config`` into ``out`` (see the module docstring for what it writes); returns the summary."""
+    return Trainer(config, out, resume=resume, force=force, progress_bar=progress_bar).fit()
