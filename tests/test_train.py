@@ -168,6 +168,15 @@ def test_a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
     assert all(torch.isfinite(v).all() for v in kept["state_dict"].values() if v.is_floating_point())
 
 
+def test_mixed_precision_mixup_cutmix_clipping_and_accumulation_train(tmp_path):
+    """bfloat16 autocast on the CPU, timm's Mixup/CutMix with soft-target loss, gradient clipping, 2 micro-batches."""
+    summary = train(tiny_config(epochs=1, amp=True, mixup=0.2, cutmix=1.0, clip_grad=1.0, accum_steps=2,
+                                model_ema=True), tmp_path / "run", progress_bar=False)
+    row = json.loads((tmp_path / "run" / "metrics.jsonl").read_text())
+    assert np.isfinite(row["train_loss"]) and 0 < row["train_loss"] < 3 and "eval_ema_top1" in row
+    assert summary["final_top1"] >= 0
+
+
 def test_resume_refuses_a_different_model(finished_run, capsys):
     out, _ = finished_run
     code = main(["train", "--model", "ghostnet_100", "--data", str(SUBSET), "--out", str(out), "--resume",

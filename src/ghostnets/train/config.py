@@ -50,6 +50,7 @@ class TrainConfig:
     cutmix: float = 0.0
     model_ema: bool = False
     model_ema_decay: float = 0.9998
+    model_ema_warmup: bool = False  # decay ramps up from 0 (timm's use_warmup): for short runs
     clip_grad: float | None = None
     # augmentation (ImageFolder data; the bundled dataset uses random placement and flips)
     img_size: int = 224

@@ -190,7 +190,8 @@ class Trainer:
             self.optimizer, sched=config.sched, num_epochs=config.epochs, decay_epochs=config.decay_epochs,
             decay_rate=config.decay_rate, min_lr=config.min_lr, warmup_lr=config.warmup_lr,
             warmup_epochs=config.warmup_epochs, step_on_epochs=False, updates_per_epoch=self.steps_per_epoch)
-        self.ema = ModelEmaV3(self.module, decay=config.model_ema_decay) if config.model_ema else None
+        self.ema = ModelEmaV3(self.module, decay=config.model_ema_decay, use_warmup=config.model_ema_warmup) \
+            if config.model_ema else None
         self.mixup = None
         if config.mixup > 0 or config.cutmix > 0:
             self.mixup = Mixup(mixup_alpha=config.mixup, cutmix_alpha=config.cutmix, label_smoothing=config.smoothing,
@@ -236,11 +237,12 @@ class Trainer:
         if self.context.is_main:
             save_state(self.out / "checkpoint.pth", self._state())
 
-    def _export(self, name: str, top1: float) -> Path:
-        """Weights for inference (EMA when on), rebuilt by ``create_model(checkpoint_path=...)``."""
-        source = self.ema.module if self.ema is not None else self.module
+    def _export(self, name: str, top1: float, use_ema: bool) -> Path:
+        """Weights for inference, rebuilt by ``create_model(checkpoint_path=...)``: the EMA weights when EMA is on
+        and they evaluate at least as well as the raw weights (a young EMA lags behind), else the raw weights."""
+        source = self.ema.module if use_ema else self.module
         meta = {"epoch": str(self.progress.epoch), "top1": f"{top1:.4f}", "recipe": self.config.recipe,
-                "weights": "ema" if self.ema is not None else "model",
+                "weights": "ema" if use_ema else "model",
                 "input": json.dumps(self.data.input_spec.as_dict())}
         return save_checkpoint(source, self.out / name, class_names=self.data.class_names, metadata=meta)
 
@@ -347,12 +349,13 @@ class Trainer:
             if self.ema is not None:
                 ema = evaluate(self.ema.module, self.data.eval, self.context, amp=self.amp)
                 row.update({f"eval_ema_{k}": v for k, v in ema.items() if k in ("top1", "top5", "loss")})
-            score = row.get("eval_ema_top1", row["eval_top1"])
+            use_ema = self.ema is not None and row["eval_ema_top1"] >= row["eval_top1"]
+            score = row["eval_ema_top1"] if use_ema else row["eval_top1"]
             improved = score > p.best_top1
             if improved:
                 p.best_top1, p.best_epoch = score, p.epoch
         else:
-            score, improved = None, False
+            score, improved, use_ema = None, False, self.ema is not None
         images = (p.epoch + 1) * self.steps_per_epoch * config.batch_size
         row["images_per_second"] = images / max(p.train_seconds, 1e-9)
         p.history.append(row)
@@ -361,10 +364,12 @@ class Trainer:
         if self.context.is_main:
             log.add(row)
             self._save()
-            self._export("last.safetensors", score if score is not None else float("nan"))
+            self._export("last.safetensors", score if score is not None else float("nan"), use_ema)
             if improved:
-                self._export("best.safetensors", score)
-            shown = f", eval top-1 {score:.2f}%" if score is not None else ""
+                self._export("best.safetensors", score, use_ema)
+            shown = f", eval top-1 {row['eval_top1']:.2f}%" if score is not None else ""
+            if "eval_ema_top1" in row:
+                shown += f" (EMA {row['eval_ema_top1']:.2f}%)"
             self._log(f"epoch {p.epoch}/{config.epochs}: train loss {row['train_loss']:.4f}, train top-1 "
                       f"{row['train_top1']:.2f}%{shown}, {row['images_per_second']:.0f} img/s"
                       + (f", {row['train_skipped']} corrupt images skipped" if row["train_skipped"] else ""))
@@ -373,11 +378,11 @@ class Trainer:
         p, config = self.progress, self.config
         last = p.history[-1] if p.history else {}
         summary = {
-            "model": config.model, "recipe": config.recipe, "epochs": config.epochs, "processes":
-            self.context.world_size, "best_top1": p.best_top1, "best_epoch": p.best_epoch + 1,
-            "final_top1": last.get("eval_ema_top1", last.get("eval_top1")), "train_seconds": p.train_seconds,
-            "images_per_second": last.get("images_per_second"), "skipped_images": sum(
-                row.get("train_skipped", 0) for row in p.history), "out": str(self.out),
+            "model": config.model, "recipe": config.recipe, "epochs": config.epochs,
+            "processes": self.context.world_size, "best_top1": p.best_top1, "best_epoch": p.best_epoch + 1,
+            "final_top1": max(last.get("eval_ema_top1", -1.0), last.get("eval_top1", -1.0)),
+            "train_seconds": p.train_seconds, "images_per_second": last.get("images_per_second"),
+            "skipped_images": sum(row.get("train_skipped", 0) for row in p.history), "out": str(self.out),
         }
         if self.context.is_main:
             atomic_write(self.out / "summary.json", lambda tmp: tmp.write_text(json.dumps(summary, indent=2)))
