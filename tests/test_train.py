@@ -20,7 +20,7 @@ from safetensors.torch import load_file
 import ghostnets
 from ghostnets.cli import main
 from ghostnets.data import FashionMNIST
-from ghostnets.train import TrainingDiverged, load_recipe, train, update_config
+from ghostnets.train import ConfigError, TrainingDiverged, load_recipe, train, update_config
 from ghostnets.train.state import load_state
 
 SUBSET = Path(__file__).parent / "data" / "fashion_mnist_subset.npz"
@@ -91,9 +91,8 @@ def test_eval_command_reproduces_the_trainers_figures_in_both_forms(finished_run
         printed = capsys.readouterr().out
         assert f"top-1 {recorded['eval_top1']:.2f}%" in printed and "on 100 images" in printed
         assert ("deploy form" in printed) == bool(extra)
-    # the resumable state file is an official-layout checkpoint too
-    assert main(["eval", "--model", "ghostnet_050", "--checkpoint", str(out / "checkpoint.pth"), "--data",
-                 str(SUBSET)]) == 0
+    # the resumable state file is an official-layout checkpoint that records its model too
+    assert main(["eval", "--checkpoint", str(out / "checkpoint.pth"), "--data", str(SUBSET)]) == 0
     assert f"top-1 {recorded['eval_top1']:.2f}%" in capsys.readouterr().out
 
 
@@ -112,6 +111,8 @@ def test_predict_labels_image_files_and_skips_unreadable_ones(finished_run, tmp_
     probabilities = [float(part.rsplit(" ", 1)[-1].rstrip("%")) for part in line.split(": ", 1)[1].split(", ")]
     assert probabilities == sorted(probabilities, reverse=True) and sum(probabilities) <= 100.05
     assert "broken.png: skipped" in captured.err
+    assert main(["predict", "--checkpoint", str(out / "checkpoint.pth"), "--top-k", "3", str(good)]) == 0
+    assert capsys.readouterr().out.strip() == line  # the run's state file: same model, labels and transform
 
 
 def test_an_earlier_run_is_never_overwritten_silently(finished_run, capsys):
@@ -177,6 +178,24 @@ def test_mixed_precision_mixup_cutmix_clipping_and_accumulation_train(tmp_path):
     assert summary["final_top1"] >= 0
 
 
+def test_settings_that_cannot_work_fail_before_any_file_is_written(tmp_path):
+    with pytest.raises(ValueError, match="float16 autocast is for CUDA"):
+        train(tiny_config(amp=True, amp_dtype="float16"), tmp_path / "a", progress_bar=False)
+    with pytest.raises(ConfigError, match="must be even"):
+        train(tiny_config(mixup=0.2, batch_size=30, accum_steps=2), tmp_path / "b", progress_bar=False)
+    with pytest.raises(ConfigError, match="sched must be one of"):
+        train(tiny_config(sched="plateau"), tmp_path / "c", progress_bar=False)
+    assert not any(p.exists() for p in (tmp_path / "a", tmp_path / "b", tmp_path / "c"))
+
+
+def test_force_starts_over_without_old_tensorboard_events(tmp_path):
+    out = tmp_path / "run"
+    train(tiny_config(epochs=1), out, progress_bar=False)
+    old_events = set((out / "tensorboard").glob("events.*"))
+    train(tiny_config(epochs=1), out, force=True, progress_bar=False)
+    assert old_events and not old_events & set((out / "tensorboard").glob("events.*"))
+
+
 def test_resume_refuses_a_different_model(finished_run, capsys):
     out, _ = finished_run
     code = main(["train", "--model", "ghostnet_100", "--data", str(SUBSET), "--out", str(out), "--resume",
@@ -210,6 +229,14 @@ def test_image_folder_training_skips_and_counts_corrupt_files(tmp_path):
     assert row["train_skipped"] == 2 and "eval_ema_top1" in row
     model = ghostnets.create_model(checkpoint_path=out / "last.safetensors")
     assert model.class_names == ["cat", "dog"] and model.in_chans == 3
+
+
+def test_eval_refuses_data_with_other_classes_than_the_checkpoint(finished_run, tmp_path, capsys):
+    out, _ = finished_run
+    data = _image_folder(tmp_path / "data", {"train": ["cat", "dog"], "val": ["cat", "dog"]})
+    assert main(["eval", "--checkpoint", str(out / "last.safetensors"), "--data", str(data), "--workers", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "trained on 10 classes" in err and "the data has 2" in err
 
 
 def test_image_folder_whose_val_classes_differ_fails_before_training(tmp_path, capsys):

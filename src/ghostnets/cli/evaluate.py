@@ -29,24 +29,23 @@ def run(args: argparse.Namespace) -> int:
     from functools import partial
 
     from ..deploy import reparameterize
-    from ..factory import create_model
     from ..train.distributed import init_distributed
     from ..train.engine import autocast, evaluate
     from ..train.loaders import evaluation_data
-    from .predict import input_spec_for
+    from .predict import load_for_inference
 
     if args.batch_size < 1 or args.workers < 0:
         raise ValueError("--batch-size must be >= 1 and --workers >= 0")
     context = init_distributed(args.device)
-    model = create_model(args.model, checkpoint_path=args.checkpoint, use_ema=args.use_ema)
+    model, class_names, spec = load_for_inference(args)
     if args.reparam:
         model = reparameterize(model)
     model.to(context.device)
-    spec = input_spec_for(model, args.checkpoint)
     batches, classes = evaluation_data(args.data, spec, args.batch_size, args.workers, context)
-    if model.num_classes != len(classes):
-        raise ValueError(f"{args.checkpoint} has {model.num_classes} classes but the data has {len(classes)}; "
-                         "evaluate on data with the classes the model was trained on")
+    if model.num_classes != len(classes) or (class_names and list(class_names) != list(classes)):
+        raise ValueError(f"{args.checkpoint} was trained on {model.num_classes} classes "
+                         f"({', '.join((class_names or ['?'])[:4])}, ...) but the data has {len(classes)} "
+                         f"({', '.join(classes[:4])}, ...); evaluate on data with the classes the model was trained on")
     if model.in_chans != spec.channels:
         raise ValueError(f"the model takes {model.in_chans}-channel images, the data gives {spec.channels}")
     started = time.perf_counter()

@@ -7,8 +7,6 @@ import json
 import sys
 from pathlib import Path
 
-from torch import nn
-
 from ..data.transforms import FASHION_MNIST_INPUT, InputSpec
 from .options import add_ema_flags
 
@@ -23,19 +21,33 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=run)
 
 
-def input_spec_for(model: nn.Module, checkpoint: Path) -> InputSpec:
-    """How ``model`` wants its images: as its training run recorded, else the model card's eval transform."""
-    from ..checkpoint import read_metadata
-    from ..registry import model_info
+def load_for_inference(args: argparse.Namespace):
+    """The model a checkpoint holds, its class names and the input transform it was trained with.
 
-    raw = read_metadata(checkpoint).get("extra", {}).get("input")
+    ghostnets ``.safetensors`` files and a run's ``checkpoint.pth`` carry all three; other files need ``--model``
+    and get the model card's eval transform.
+    """
+    from ..checkpoint import read_metadata
+    from ..factory import create_model
+    from ..registry import model_info
+    from ..train.state import run_metadata
+
+    file_meta = read_metadata(args.checkpoint)  # create_model reads these itself
+    meta = file_meta or run_metadata(args.checkpoint)
+    name = args.model or meta.get("model")
+    kwargs = meta.get("kwargs", {}) if not file_meta and meta.get("model") == name else {}
+    model = create_model(name, checkpoint_path=args.checkpoint, use_ema=args.use_ema, **kwargs)
+    class_names = model.class_names or meta.get("class_names")
+    raw = meta.get("extra", {}).get("input")
     if raw:
-        return InputSpec.from_dict(json.loads(raw))
-    if model.in_chans == 1:  # a grayscale model without a recorded input: the bundled dataset's
-        return FASHION_MNIST_INPUT
-    card = model_info(model.model_name).eval_transform
-    return InputSpec.from_crop_pct(card.input_size[-1], card.crop_pct, card.interpolation, card.mean, card.std,
-                                   channels=model.in_chans)
+        spec = InputSpec.from_dict(json.loads(raw))
+    elif model.in_chans == 1:  # a grayscale model without a recorded input: the bundled dataset's
+        spec = FASHION_MNIST_INPUT
+    else:
+        card = model_info(model.model_name).eval_transform
+        spec = InputSpec.from_crop_pct(card.input_size[-1], card.crop_pct, card.interpolation, card.mean, card.std,
+                                       channels=model.in_chans)
+    return model, class_names, spec
 
 
 def run(args: argparse.Namespace) -> int:
@@ -43,14 +55,13 @@ def run(args: argparse.Namespace) -> int:
     from PIL import Image
 
     from ..data.image_folder import CORRUPT_ERRORS
-    from ..factory import create_model
 
     if args.top_k < 1:
         raise ValueError("--top-k must be >= 1")
-    model = create_model(args.model, checkpoint_path=args.checkpoint, use_ema=args.use_ema).eval()
-    spec, transform = input_spec_for(model, args.checkpoint), None
+    model, class_names, spec = load_for_inference(args)
+    model.eval()
     transform = spec.transform()
-    labels = model.class_names or [str(i) for i in range(model.num_classes)]
+    labels = class_names or [str(i) for i in range(model.num_classes)]
     k, failed = min(args.top_k, model.num_classes), 0
     for path in args.images:
         try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from ..train.config import TrainConfig, list_recipes, load_recipe, parse_overrides, update_config
@@ -59,9 +60,9 @@ def run(args: argparse.Namespace) -> int:
     config = resolve_config(args)
     out = args.out or Path("runs") / f"{config.model}-{config.recipe}"
     summary = train(config, out, resume=args.resume, force=args.force, progress_bar=not args.no_progress)
-    if summary is None:
+    if summary is None or int(os.environ.get("RANK", "0")) != 0:  # rank 0 reports
         return 0
-    speed = summary["images_per_second"]
+    speed = summary["images_per_second"] or 0.0
     final = summary["final_top1"]
     print(f"trained {summary['model']} ({summary['recipe']}) for {summary['epochs']} epochs in "
           f"{summary['train_seconds']:.0f} s ({speed:.0f} images/s on {summary['processes']} process(es)); "

@@ -38,6 +38,14 @@ class Distributed:
         """True on every process when ``flag`` is true on any one (so all stop together)."""
         return bool(self.all_sum([float(flag)])[0]) if self.enabled else flag
 
+    def gather(self, value: object) -> list:
+        """``value`` of every process, in rank order, on every process (picklable Python objects)."""
+        if not self.enabled:
+            return [value]
+        values: list = [None] * self.world_size
+        dist.all_gather_object(values, value)
+        return values
+
     def barrier(self) -> None:
         if self.enabled:
             dist.barrier()

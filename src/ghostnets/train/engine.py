@@ -39,8 +39,11 @@ def train_step(model: nn.Module, images: torch.Tensor, targets: torch.Tensor, *,
 
     Micro-batch ``j`` is ``images[j::accum_steps]``: the same images process ``j`` of a ``accum_steps``-process
     run gets, so one process with accumulation and several processes compute the same step. A non-finite loss
-    on any process skips the optimizer step everywhere (the weights stay as they were) and returns ``loss=nan``.
+    or non-finite gradients on any process skip the optimizer step everywhere (the weights stay as they were) and
+    return ``loss=nan``.
     """
+    if mixup is not None and len(images) % 2:  # mixup pairs images; a batch left odd by skipped files loses one
+        images, targets = images[:-1], targets[:-1]
     hard = targets
     if mixup is not None:
         images, targets = mixup(images, targets)
@@ -57,14 +60,16 @@ def train_step(model: nn.Module, images: torch.Tensor, targets: torch.Tensor, *,
             (scaler.scale(scaled) if scaler is not None else scaled).backward()
         total_loss += loss.item() * len(micro_x)
         correct += (logits.argmax(1) == micro_hard).sum().item()
-    # every process backpropagates (so none waits forever in an all-reduce), then all agree before stepping
-    if context.any(not math.isfinite(total_loss)):
-        optimizer.zero_grad(set_to_none=True)
-        return StepResult(math.nan, 0.0, len(hard))
     if scaler is not None:
         scaler.unscale_(optimizer)
-    if clip_grad:
-        torch.nn.utils.clip_grad_norm_(model.parameters(), clip_grad)
+    # the gradient norm (clipped if asked) tells non-finite gradients; with a float16 scaler those are expected now
+    # and then, and the scaler skips such steps itself
+    norm = torch.nn.utils.clip_grad_norm_(model.parameters(), clip_grad or math.inf).item()
+    diverged = not math.isfinite(total_loss) or (scaler is None and not math.isfinite(norm))
+    # every process backpropagated (none waits forever in an all-reduce); all agree before stepping
+    if context.any(diverged):
+        optimizer.zero_grad(set_to_none=True)
+        return StepResult(math.nan, 0.0, len(hard))
     if scaler is not None:
         scaler.step(optimizer)
         scaler.update()

@@ -30,6 +30,9 @@ class _Batches:
         target = self.sampler if self.sampler is not None else self.loader
         if hasattr(target, "set_epoch"):
             target.set_epoch(epoch, start_step)
+        generator = getattr(self.loader, "generator", None)
+        if generator is not None and self.sampler is not None:  # workers' augmentation seeds: per rank and epoch
+            generator.manual_seed(hash((self.sampler.seed, self.sampler.rank, epoch, start_step)) % 2**63)
 
     def steps_per_epoch(self) -> int:
         if self.sampler is not None:

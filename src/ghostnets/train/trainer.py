@@ -11,14 +11,18 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import random
+import shutil
 import signal
 import sys
 import time
+import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
+import numpy as np
 import torch
 import yaml
 from torch import nn
@@ -28,7 +32,7 @@ from ..atomic import atomic_write
 from ..checkpoint import save_checkpoint
 from ..errors import GhostnetsError
 from ..factory import create_model
-from .config import TrainConfig
+from .config import ConfigError, TrainConfig
 from .distributed import Distributed, init_distributed, shutdown
 from .engine import autocast, evaluate, train_step
 from .loaders import RunData, build_data
@@ -39,6 +43,7 @@ RUN_FILES = ("config.yaml", "checkpoint.pth", "last.safetensors", "best.safetens
              "curves.png", "summary.json")
 
 
+SCHEDULES = ("cosine", "step", "multistep", "tanh", "poly")
 RESUME_MAY_CHANGE = frozenset({"data", "workers", "threads", "checkpoint_every", "eval_every", "device", "compile"})
 """Fields a resumed run may set anew; the rest (model, schedule, augmentation, seed) must match the saved run."""
 
@@ -86,6 +91,7 @@ def check_run_directory(out: Path, *, resume: bool, force: bool) -> None:
     if force:
         for name in found:
             (out / name).unlink()
+        shutil.rmtree(out / "tensorboard", ignore_errors=True)
 
 
 class _StopRequest:
@@ -93,15 +99,18 @@ class _StopRequest:
 
     def __init__(self) -> None:
         self.signal: int | None = None
+        self.first_at = 0.0
 
     @contextmanager
     def installed(self):
         previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
 
         def handler(signum, frame):
-            if self.signal is not None:  # a second Ctrl-C: stop now
+            # a second Ctrl-C stops at once; within 3 s it is the same one (torchrun forwards the terminal's)
+            if self.signal is not None and time.monotonic() - self.first_at > 3.0:
                 raise KeyboardInterrupt
-            self.signal = signum
+            if self.signal is None:
+                self.signal, self.first_at = signum, time.monotonic()
 
         for s in previous:
             signal.signal(s, handler)
@@ -127,7 +136,18 @@ class Trainer:
         state = load_state(self.out / "checkpoint.pth") if resume else None
         if state is not None:
             self._check_resumable(state)
-        torch.manual_seed(config.seed + self.context.rank)
+        seed = config.seed + self.context.rank
+        random.seed(seed)
+        np.random.seed(seed)
+        torch.manual_seed(seed)
+        autocast(self.context.device, config.amp, config.amp_dtype)  # a bad amp setting fails before any file
+        if config.sched not in SCHEDULES:
+            raise ConfigError(f"sched must be one of {', '.join(SCHEDULES)} (per-step schedules), got {config.sched!r}")
+        per_process = config.batch_size // max(self.context.world_size, 1) // max(config.accum_steps, 1)
+        if (config.mixup > 0 or config.cutmix > 0) and per_process % 2:
+            raise ConfigError(f"mixup/cutmix pair images within a batch: the per-process micro-batch must be even, "
+                              f"got batch_size {config.batch_size} / {self.context.world_size} processes / "
+                              f"{config.accum_steps} accum_steps = {per_process}")
         self.data: RunData = build_data(config, self.context)
         self.model = self._build_model()
         self._build_optimization()
@@ -203,7 +223,7 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda") if use_scaler else None
 
     # ------------------------------------------------------------------------------------------- the state
-    def _state(self) -> dict:
+    def _state(self, running: list[float], rng: list[dict]) -> dict:
         p = self.progress
         return {
             "arch": self.config.model, "config": self.config.as_dict(), "class_names": self.data.class_names,
@@ -212,11 +232,17 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
             "epoch": p.epoch, "step": p.step, "updates": p.updates,
-            "running": [p.loss_sum, p.correct, p.count, p.skipped, p.train_seconds],
-            "best": [p.best_top1, p.best_epoch], "metric": p.best_top1, "rng": capture_rng(),
+            "running": running, "train_seconds": p.train_seconds,
+            "best": [p.best_top1, p.best_epoch], "metric": p.best_top1, "rng": rng,
         }
 
     def _restore(self, state: dict) -> None:
+        if list(state["class_names"]) != list(self.data.class_names) or \
+                state["input"]["channels"] != self.data.input_spec.channels:
+            raise GhostnetsError(f"cannot resume {self.out}: it was trained on {len(state['class_names'])} classes "
+                                 f"({', '.join(state['class_names'][:5])}, ...) and this data has "
+                                 f"{len(self.data.class_names)} ({', '.join(self.data.class_names[:5])}, ...); resume "
+                                 "on the same classes or start a new run")
         self.module.load_state_dict(state["state_dict"])
         if self.ema is not None and state["state_dict_ema"] is not None:
             self.ema.module.load_state_dict(state["state_dict_ema"])
@@ -226,16 +252,26 @@ class Trainer:
             self.scaler.load_state_dict(state["scaler"])
         p = self.progress
         p.epoch, p.step, p.updates = state["epoch"], state["step"], state["updates"]
-        p.loss_sum, p.correct, p.count, p.skipped, p.train_seconds = state["running"]
+        if self.context.is_main:  # the sums of all processes, kept once
+            p.loss_sum, p.correct, p.count, p.skipped = state["running"]
+        p.train_seconds = state["train_seconds"]
         p.best_top1, p.best_epoch = state["best"]
-        if self.context.world_size == 1:
-            restore_rng(state["rng"])  # several processes each drew their own stream; rank 0's is all we keep
+        if len(state["rng"]) == self.context.world_size:
+            restore_rng(state["rng"][self.context.rank])
+        else:
+            warnings.warn(f"{self.out} was written by {len(state['rng'])} process(es), this run has "
+                          f"{self.context.world_size}: random streams start afresh (the result will not be bit-exact)",
+                          stacklevel=2)
         self._log(f"resuming {self.out} at epoch {p.epoch + 1}, step {p.step} of {self.steps_per_epoch} "
                   f"({p.updates} updates done)")
 
     def _save(self) -> None:
+        """Every process calls this (the running sums and RNG states are gathered); rank 0 writes."""
+        p = self.progress
+        running = self.context.all_sum([p.loss_sum, p.correct, p.count, p.skipped])
+        rng = self.context.gather(capture_rng())
         if self.context.is_main:
-            save_state(self.out / "checkpoint.pth", self._state())
+            save_state(self.out / "checkpoint.pth", self._state(running, rng))
 
     def _export(self, name: str, top1: float, use_ema: bool) -> Path:
         """Weights for inference, rebuilt by ``create_model(checkpoint_path=...)``: the EMA weights when EMA is on
@@ -291,7 +327,7 @@ class Trainer:
         first_step, started = p.step, time.perf_counter()
         for images, targets, skipped in batches:
             p.skipped += skipped
-            if images is not None and len(images):
+            if not context.any(images is None or len(images) < 2):  # all ranks step, or none (all-corrupt batch)
                 images = images.to(context.device, non_blocking=True)
                 targets = targets.to(context.device, non_blocking=True)
                 result = train_step(self.model, images, targets, loss_fn=self.loss_fn, optimizer=self.optimizer,
@@ -344,7 +380,7 @@ class Trainer:
         last = p.epoch + 1 == config.epochs
         self.scheduler.step(p.epoch + 1)
         if last or (p.epoch + 1) % max(config.eval_every, 1) == 0:
-            result = evaluate(self.model, self.data.eval, self.context, amp=self.amp)
+            result = evaluate(self.module, self.data.eval, self.context, amp=self.amp)
             row.update({f"eval_{k}": v for k, v in result.items() if k in ("top1", "top5", "loss")})
             if self.ema is not None:
                 ema = evaluate(self.ema.module, self.data.eval, self.context, amp=self.amp)
@@ -361,12 +397,13 @@ class Trainer:
         p.history.append(row)
         p.epoch, p.step = p.epoch + 1, 0
         p.start_epoch()
-        if self.context.is_main:
+        if self.context.is_main:  # weights first, then the state that records them: a kill in between redoes both
             log.add(row)
-            self._save()
             self._export("last.safetensors", score if score is not None else float("nan"), use_ema)
             if improved:
                 self._export("best.safetensors", score, use_ema)
+        self._save()
+        if self.context.is_main:
             shown = f", eval top-1 {row['eval_top1']:.2f}%" if score is not None else ""
             if "eval_ema_top1" in row:
                 shown += f" (EMA {row['eval_ema_top1']:.2f}%)"
