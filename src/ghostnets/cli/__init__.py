@@ -8,9 +8,9 @@ import warnings
 from collections.abc import Sequence
 
 from ..errors import GhostnetsError
-from . import evaluate, models, predict, reparam, train, verify
+from . import evaluate, export, models, predict, reparam, train, verify
 
-SUBCOMMANDS = (models, reparam, verify, train, evaluate, predict)
+SUBCOMMANDS = (models, reparam, verify, export, train, evaluate, predict)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -32,12 +32,12 @@ def load_for_inference(args: argparse.Namespace):
     from ..registry import model_info
     from ..train.state import run_metadata
 
-    file_meta = read_metadata(args.checkpoint)  # create_model reads these itself
-    meta = file_meta or run_metadata(args.checkpoint)
+    file_meta = read_metadata(args.checkpoint) if args.checkpoint else {}  # create_model reads these itself
+    meta = file_meta or (run_metadata(args.checkpoint) if args.checkpoint else {})
     name = args.model or meta.get("model")
     kwargs = meta.get("kwargs", {}) if not file_meta and meta.get("model") == name else {}
     model = create_model(name, checkpoint_path=args.checkpoint, use_ema=args.use_ema, **kwargs)
-    class_names = model.class_names or meta.get("class_names")
+    class_names = getattr(model, "class_names", None) or meta.get("class_names")
     raw = meta.get("extra", {}).get("input")
     if raw:
         spec = InputSpec.from_dict(json.loads(raw))
