@@ -8,9 +8,9 @@ import warnings
 from collections.abc import Sequence
 
 from ..errors import GhostnetsError
-from . import evaluate, export, models, predict, reparam, train, verify
+from . import bench, evaluate, export, models, predict, profile, reparam, train, verify
 
-SUBCOMMANDS = (models, reparam, verify, export, train, evaluate, predict)
+SUBCOMMANDS = (models, reparam, verify, export, train, evaluate, predict, profile, bench)
 
 
 def build_parser() -> argparse.ArgumentParser:

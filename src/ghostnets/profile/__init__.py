@@ -1,5 +1,8 @@
-"""Measure: params and MAdds now; latency, memory traffic and Pareto fronts come with later releases."""
+"""Measure: params and MAdds, a per-layer profile of MAdds and memory traffic; latency and Pareto fronts come later."""
 
 from .counting import count_madds, count_params
+from .layers import LayerProfile, ModelProfile, profile_layers
+from .pareto import pareto_front
 
-__all__ = ["count_madds", "count_params"]
+__all__ = ["LayerProfile", "ModelProfile", "count_madds", "count_params", "profile_layers"]
+__all__ += ["pareto_front"]
