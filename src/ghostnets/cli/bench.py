@@ -18,9 +18,10 @@ from pathlib import Path
 from .options import add_ema_flags
 
 COLUMNS = ["model", "runtime", "batch", "median_ms", "p90_ms", "images_per_s", "peak_mb", "memory", "madds",
-           "params", "bytes_moved", "bound_bytes", "bound_ms", "top1", "max_rel_diff", "threads", "input_size",
-           "note", "error"]
+           "params", "bytes_moved", "bound_bytes", "bound_ms", "top1", "measured_top1", "max_rel_diff", "threads",
+           "input_size", "note", "error"]
 CALIB_IMAGES = 64  # int8 calibration and held-out images each
+ACCURACY_BATCH = 64  # images per call when --accuracy runs the held-out split through a runtime
 
 
 def _int_list(text: str) -> list[int]:
@@ -49,6 +50,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, help="write the rows to this CSV file (and a .json beside it)")
     p.add_argument("--plot", type=Path, metavar="DIR", help="write latency/accuracy Pareto plots (PNG) here")
     p.add_argument("--calib", type=Path, help="folder of images to calibrate int8 with (default: the bundled set)")
+    p.add_argument("--accuracy", nargs="?", const="bundled", metavar="DATA", help="also measure top-1 through every "
+                   "runtime on held-out images: DATA is an ImageFolder root (DIR/val) or a .npz; no DATA: the bundled "
+                   "Fashion-MNIST test split (for models trained on it)")
     p.add_argument("--force", action="store_true", help="replace existing --out / --plot files")
     add_ema_flags(p)
     p.set_defaults(run=run)
@@ -228,6 +232,12 @@ def _bench_entry(entry: Entry, runtimes: list, args: argparse.Namespace, limits,
             reference = model(torch.from_numpy(x)).numpy()
         bar.set_postfix_str(f"{entry.name} batch {batch}: timing {', '.join(fns)}")
         times = time_interleaved(fns, x, args.runs) if fns else {}
+        accuracy = {}
+        if args.accuracy and batch == args.batch[0]:
+            bar.set_postfix_str(f"{entry.name}: top-1 through {', '.join(fns)}")
+            shape = (ACCURACY_BATCH, in_chans, *size)  # its own load: batch-1 callables would take minutes
+            accuracy = {rt.name: held_out_top1(rt.load(prepared[rt.name], shape, args.threads), ACCURACY_BATCH, size,
+                                               entry.spec, args.accuracy) for rt in runtimes if rt.name in fns}
         for runtime in runtimes:
             note = ctx.notes.get(entry.name) if runtime.name == "int8" else None
             row = {**base, "runtime": runtime.name, "note": note}
@@ -238,6 +248,7 @@ def _bench_entry(entry: Entry, runtimes: list, args: argparse.Namespace, limits,
             else:
                 out = outputs[runtime.name]
                 row.update(summarize(times[runtime.name], batch), peak_mb=memory[runtime.name].mb,
+                           measured_top1=accuracy.get(runtime.name),
                            memory=memory[runtime.name].kind,
                            max_rel_diff=float(np.abs(out - reference).max() / max(1.0, np.abs(reference).max())))
             rows.append({k: row.get(k) for k in COLUMNS})
@@ -247,6 +258,50 @@ def _bench_entry(entry: Entry, runtimes: list, args: argparse.Namespace, limits,
     if any(r.name == "compile" for r in runtimes):
         torch._dynamo.reset()  # this model's compiled code is not needed again
     return rows
+
+
+def held_out_top1(fn, batch: int, size: tuple[int, int], spec, data: str) -> float:
+    """Top-1 (%) of a runtime callable that takes ``batch`` images at a time, over a held-out split (the last chunk
+    is padded with zeros and its padding ignored)."""
+    import numpy as np
+    import torch
+
+    from ..train.distributed import Distributed
+    from ..train.loaders import evaluation_data
+
+    batches, _ = evaluation_data(None if data == "bundled" else data, spec, 256, 0, Distributed())
+    correct = total = 0
+    for images, targets, _ in batches:
+        if images is None:
+            continue
+        if tuple(images.shape[-2:]) != tuple(size):
+            images = torch.nn.functional.interpolate(images, size=size, mode="bilinear", align_corners=False)
+        for start in range(0, len(images), batch):
+            chunk = images[start:start + batch].numpy()
+            n = len(chunk)
+            if n < batch:
+                chunk = np.concatenate([chunk, np.zeros((batch - n, *chunk.shape[1:]), chunk.dtype)])
+            predicted = np.asarray(fn(np.ascontiguousarray(chunk, dtype=np.float32)))[:n].argmax(1)
+            correct += int((predicted == targets[start:start + n].numpy()).sum())
+            total += n
+    return 100.0 * correct / max(total, 1)
+
+
+def deploy_summary(rows: list[dict]) -> str:
+    """Per model, three rows: PyTorch eager, the best float32 runtime, INT8 (batch of the first rows)."""
+    lines = ["| model | deploy path | median ms | top-1 measured |", "|---|---|---:|---:|"]
+    for model in dict.fromkeys(r["model"] for r in rows):
+        ok = [r for r in rows if r["model"] == model and not r.get("error") and r["batch"] == rows[0]["batch"]]
+        floats = [r for r in ok if r["runtime"] not in ("eager", "int8")]
+        picks = [("PyTorch eager", [r for r in ok if r["runtime"] == "eager"]),
+                 ("best float32", sorted(floats, key=lambda r: r["median_ms"])[:1]),
+                 ("INT8", [r for r in ok if r["runtime"] == "int8"])]
+        for label, found in picks:
+            if found:
+                r = found[0]
+                shown = label if label != "best float32" else f"best float32 ({r['runtime']})"
+                lines.append(f"| {model} | {shown} | {r['median_ms']:.2f} | {_fmt(r.get('measured_top1'), '.2f')} |")
+    return "\n".join(lines)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -278,6 +333,9 @@ def run(args: argparse.Namespace) -> int:
     bar.close()
     print(markdown_table(rows))
     print()
+    if args.accuracy:
+        print(deploy_summary(rows))
+        print()
     kinds = {r["memory"] for r in rows if r.get("memory")}
     print(f"machine: {limits.describe()}; {args.warmup} warm-up runs, then {args.runs} timed runs, the runtimes taking "
           "turns in blocks of 10; median and p90 per batch. A shared machine's load shows in the figures.")

@@ -1,0 +1,483 @@
+"""INT8 post-training static quantization of the deploy form, measured against float32 before it is put in place.
+
+Two backends, both starting from the verified float32 ONNX file :func:`~ghostnets.deploy.export.export_model` writes:
+
+* ``onnxruntime``: ``onnxruntime.quantization.quantize_static`` -> a QDQ ``.onnx`` (per-channel symmetric int8
+  weights, asymmetric uint8 activations: the u8s8 kernels are onnxruntime's fast path on x86; s8 activations ran
+  about twice as slow here);
+* ``openvino``: NNCF ``nncf.quantize`` (preset MIXED) on the OpenVINO model -> an ``.xml``/``.bin`` IR with
+  FakeQuantize operations, which the CPU plugin runs as int8.
+
+``auto`` builds both, measures their batch-1 latency and their top-1 agreement with float32 on held-out images, and
+keeps the faster of those that agree on at least 99 %. A backend that falls short is retried with its depthwise
+convolutions left in float (GhostNet's cheap operations and downsampling shortcuts are depthwise; per-channel ranges
+of depthwise filters are where post-training int8 loses most), and the report names the layers kept in float.
+
+Written atomically (temporary files beside ``out``, then a rename; the ``.bin`` before the ``.xml`` that names it):
+a failed quantization leaves nothing behind; ``overwrite=False`` refuses an existing file before any work.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import os
+import shutil
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..data.transforms import InputSpec
+from .export import ExportError, _fsync, export_metadata, export_model
+from .reparameterize import reparameterize
+
+BACKENDS = {"onnxruntime": ".onnx", "openvino": ".xml"}
+PACKAGES = {"onnxruntime": ("onnx", "onnxruntime"), "openvino": ("openvino", "nncf")}
+MIN_AGREEMENT = 0.99
+CALIBRATION_IMAGES = 256
+LATENCY_RUNS = 36
+
+
+def calibration_images(spec: InputSpec, folder: Path | None, count: int = CALIBRATION_IMAGES) -> torch.Tensor:
+    """Up to ``count`` preprocessed real images for calibration: from ``folder`` (image files at any depth, picked
+    evenly over the sorted list; unreadable ones skipped and counted in a warning; ``DatasetError`` if none can be
+    read), else the bundled Fashion-MNIST *training* split at evenly spaced indices (every class)."""
+    from ..data.samples import dataset_images, spread_folder_images
+
+    if folder is not None:
+        return spread_folder_images(spec, Path(folder), count)
+    return dataset_images(spec, "train", count)
+
+
+def held_out_images(spec: InputSpec, folder: Path | None, count: int = CALIBRATION_IMAGES) -> torch.Tensor:
+    """Images to measure agreement on, apart from the calibration set: the bundled *test* split, or from ``folder``
+    the files half-way between those :func:`calibration_images` picks (disjoint when it holds ``2 * count``)."""
+    import warnings
+
+    from ..data.samples import dataset_images, image_files, spread_folder_images
+
+    if folder is None:
+        return dataset_images(spec, "test", count)
+    if len(image_files(Path(folder))) < 2 * count:
+        warnings.warn(f"{folder} holds fewer than {2 * count} images: the held-out images for the int8 agreement "
+                      "overlap the calibration images", stacklevel=2)
+    return spread_folder_images(spec, Path(folder), count, offset=0.5)
+
+
+class QuantizeError(ExportError):
+    """An INT8 model that could not be made or that does not agree closely enough with float32."""
+
+
+@dataclass
+class BackendFigures:
+    """One backend's result: ``agreement`` (fraction of held-out images whose int8 top-1 is float32's), batch-1
+    latencies in ms, the layers kept in float (after a retry) and, when retried, the all-int8 agreement."""
+
+    backend: str
+    agreement: float = float("nan")
+    float_ms: float = float("nan")
+    int8_ms: float = float("nan")
+    kept_float: list[str] = field(default_factory=list)
+    all_int8_agreement: float | None = None
+    error: str | None = None
+
+    def summary(self) -> str:
+        if self.error:
+            return f"{self.backend}: failed ({self.error})"
+        retried = f" (all-int8 {self.all_int8_agreement:.1%}, {len(self.kept_float)} layers kept in float)" \
+            if self.all_int8_agreement is not None else ""
+        return (f"{self.backend}: agreement {self.agreement:.2%}{retried}, float32 {self.float_ms:.2f} ms, "
+                f"int8 {self.int8_ms:.2f} ms")
+
+
+@dataclass
+class QuantizeReport:
+    """Where the int8 file went, which backend made it and why, and how it compares with float32."""
+
+    path: Path
+    backend: str
+    agreement: float
+    float_ms: float
+    int8_ms: float
+    kept_float: list[str]
+    reason: str
+    candidates: dict[str, BackendFigures]
+    files: list[Path] = field(default_factory=list)
+    held_out: int = 0
+    threads: int | None = None
+
+    def summary(self) -> str:
+        return (f"int8 {self.backend} {self.path}: top-1 agreement with float32 {self.agreement:.2%} on "
+                f"{self.held_out} held-out images; batch 1: {self.float_ms:.2f} ms float32 -> {self.int8_ms:.2f} ms "
+                f"int8")
+
+
+def _require(backend: str) -> None:
+    missing = []
+    for module in PACKAGES[backend]:
+        try:
+            _import_nncf() if module == "nncf" else __import__(module)
+        except ImportError:
+            missing.append(module)
+    if missing:
+        raise QuantizeError(f"the {backend} int8 backend needs {' and '.join(repr(m) for m in missing)}: pip install "
+                            f"'ghostnets[deploy]' (or pip install {' '.join(missing)})")
+
+
+def _resized(images: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
+    images = images.float()
+    if images.shape[-2:] != size:
+        images = torch.nn.functional.interpolate(images, size=size, mode="bilinear", align_corners=False)
+    return images.contiguous().numpy()
+
+
+def _batches(x: np.ndarray, dynamic_batch: bool, size: int = 16) -> list[np.ndarray]:
+    step = size if dynamic_batch else 1
+    return [x[i:i + step] for i in range(0, len(x), step)]
+
+
+def _top1(run: Callable[[np.ndarray], np.ndarray], x: np.ndarray, dynamic_batch: bool) -> np.ndarray:
+    return np.concatenate([run(b) for b in _batches(x, dynamic_batch)]).argmax(1)
+
+
+def _latencies(runners: dict[str, Callable[[np.ndarray], object]], x: np.ndarray, runs: int) -> dict[str, float]:
+    """Median batch-1 latency (ms) of each runner; measured in interleaved rounds so that load from elsewhere on
+    the machine falls on all of them alike."""
+    times: dict[str, list[float]] = {name: [] for name in runners}
+    for run in runners.values():
+        for _ in range(3):  # warm-up: first-run allocations and kernel selection
+            run(x)
+    rounds = 3
+    for _ in range(rounds):
+        for name, run in runners.items():
+            for _ in range(max(1, runs // rounds)):
+                start = time.perf_counter()
+                run(x)
+                times[name].append(time.perf_counter() - start)
+    return {name: 1000 * statistics.median(t) for name, t in times.items()}
+
+
+def _int8_metadata(meta: dict[str, str], backend: str, calib: int, kept_float: list[str]) -> dict[str, str]:
+    return {**meta, "ghostnets.precision": "int8",
+            "ghostnets.int8": json.dumps({"backend": backend, "calibration_images": calib, "kept_float": kept_float})}
+
+
+# --- onnxruntime -------------------------------------------------------------------------------------------------
+
+
+def _ort_session(path: Path, threads: int | None):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # idle workers would take the CPU
+    if threads:
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return lambda x: session.run(None, {"input": x})[0]
+
+
+def _ort_depthwise(path: Path) -> list[str]:
+    """Names of the depthwise Conv nodes (group == input channels) of an ONNX file."""
+    import onnx
+
+    proto = onnx.load(str(path))
+    weights = {w.name: list(w.dims) for w in proto.graph.initializer}
+    names = []
+    for node in proto.graph.node:
+        group = next((a.i for a in node.attribute if a.name == "group"), 1)
+        dims = weights.get(node.input[1]) if node.op_type == "Conv" and len(node.input) > 1 else None
+        if dims and group > 1 and dims[1] == 1:  # weight (out, in / group, kh, kw): in / group == 1
+            names.append(node.name)
+    return names
+
+
+def _ort_quantize(float_onnx: Path, work: Path, calib: np.ndarray, dynamic_batch: bool, exclude: list[str]) -> Path:
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    prepared = work / "ort-prepared.onnx"
+    if not prepared.exists():  # shape inference and graph clean-up (shared initializers, Identity nodes)
+        quant_pre_process(str(float_onnx), str(prepared), skip_symbolic_shape=True)
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.batches = iter(_batches(calib, dynamic_batch))
+
+        def get_next(self):
+            batch = next(self.batches, None)
+            return None if batch is None else {"input": batch}
+
+    out = work / f"ort-int8{'-dwfloat' if exclude else ''}.onnx"
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # quantize_static's advice goes to the root logger
+    try:
+        quantize_static(str(prepared), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                        weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8,
+                        nodes_to_exclude=exclude or None)
+    finally:
+        root.setLevel(level)
+    return out
+
+
+def _ort_write_metadata(path: Path, meta: dict[str, str]) -> None:
+    import onnx
+
+    proto = onnx.load(str(path))
+    del proto.metadata_props[:]
+    for key, value in meta.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.save(proto, str(path))
+
+
+# --- OpenVINO + NNCF ---------------------------------------------------------------------------------------------
+
+
+def _ov_compile(model_or_path, threads: int | None):
+    import openvino as ov
+
+    config = {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY"}
+    if threads:
+        config["INFERENCE_NUM_THREADS"] = threads
+    compiled = ov.Core().compile_model(model_or_path if not isinstance(model_or_path, Path) else str(model_or_path),
+                                       "CPU", config)
+    request, output = compiled.create_infer_request(), compiled.output(0)
+    return lambda x: request.infer([x])[output].copy()
+
+
+def _ov_depthwise(model) -> list[str]:
+    """Friendly names of the depthwise GroupConvolution nodes (weight (G, out / G, 1, kh, kw)) of an OpenVINO model."""
+    names = []
+    for op in model.get_ordered_ops():
+        if op.get_type_name() == "GroupConvolution":
+            shape = op.input_value(1).get_partial_shape()
+            if shape.rank.get_length() == 5 and shape[2].is_static and shape[2].get_length() == 1:
+                names.append(op.get_friendly_name())
+    return names
+
+
+@contextlib.contextmanager
+def _quiet_nncf():
+    """NNCF at INFO prints its progress bars to stdout, and its lazy import of torch's C++ extension tools logs that
+    there is no CUDA: neither is news to the user of a CPU export."""
+    def drop(record: logging.LogRecord) -> bool:
+        return False
+
+    cpp = logging.getLogger("torch.utils.cpp_extension")
+    cpp.addFilter(drop)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
+    finally:
+        cpp.removeFilter(drop)
+
+
+def _import_nncf():
+    with _quiet_nncf():
+        import nncf
+    return nncf
+
+
+def _ov_quantize(float_onnx: Path, calib: np.ndarray, dynamic_batch: bool, ignore: list[str]):
+    import openvino as ov
+
+    nncf = _import_nncf()
+    from nncf.common.logging.logger import nncf_logger
+
+    model = ov.convert_model(str(float_onnx))
+    batches = _batches(calib, dynamic_batch)
+    scope = nncf.IgnoredScope(names=ignore) if ignore else None
+    previous = nncf_logger.level
+    nncf.set_log_level(logging.ERROR)
+    try:
+        with _quiet_nncf():
+            return nncf.quantize(model, nncf.Dataset(batches), preset=nncf.QuantizationPreset.MIXED,
+                                 subset_size=len(batches), ignored_scope=scope)
+    finally:
+        nncf.set_log_level(previous)
+
+
+# --- the candidates ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Candidate:
+    figures: BackendFigures
+    files: list[Path]  # the int8 file(s) in the work folder, the main one first
+    float_run: Callable
+    int8_run: Callable
+
+
+def _build(backend: str, float_onnx: Path, work: Path, calib: np.ndarray, held: np.ndarray, reference: np.ndarray,
+           dynamic_batch: bool, threads: int | None, meta: dict[str, str], min_agreement: float) -> _Candidate:
+    figures = BackendFigures(backend)
+
+    def agreement(run) -> float:
+        return float((_top1(run, held, dynamic_batch) == reference).mean())
+
+    if backend == "onnxruntime":
+        def attempt(exclude: list[str]) -> tuple[Path, Callable]:
+            path = _ort_quantize(float_onnx, work, calib, dynamic_batch, exclude)
+            _ort_write_metadata(path, _int8_metadata(meta, backend, len(calib), exclude))
+            return path, _ort_session(path, threads)
+
+        path, run = attempt([])
+        figures.agreement = agreement(run)
+        if figures.agreement < min_agreement:
+            depthwise = _ort_depthwise(work / "ort-prepared.onnx")
+            if depthwise:
+                figures.all_int8_agreement, figures.kept_float = figures.agreement, depthwise
+                path, run = attempt(depthwise)
+                figures.agreement = agreement(run)
+        return _Candidate(figures, [path], _ort_session(float_onnx, threads), run)
+
+    import openvino as ov
+
+    float_model = ov.convert_model(str(float_onnx))
+
+    def attempt_ov(ignore: list[str]) -> tuple[list[Path], Callable]:
+        model = _ov_quantize(float_onnx, calib, dynamic_batch, ignore)
+        kept = [name.removesuffix("/WithoutBiases") for name in ignore]
+        for key, value in _int8_metadata(meta, backend, len(calib), kept).items():
+            model.set_rt_info(value, ["ghostnets", key.removeprefix("ghostnets.")])
+        xml = work / f"ov-int8{'-dwfloat' if ignore else ''}.xml"
+        ov.save_model(model, str(xml), compress_to_fp16=False)
+        return [xml, xml.with_suffix(".bin")], _ov_compile(xml, threads)
+
+    files, run = attempt_ov([])
+    figures.agreement = agreement(run)
+    if figures.agreement < min_agreement:
+        depthwise = _ov_depthwise(float_model)
+        if depthwise:
+            figures.all_int8_agreement = figures.agreement
+            figures.kept_float = [name.removesuffix("/WithoutBiases") for name in depthwise]
+            files, run = attempt_ov(depthwise)
+            figures.agreement = agreement(run)
+    return _Candidate(figures, files, _ov_compile(float_model, threads), run)
+
+
+def _choose(candidates: dict[str, _Candidate], asked: str, min_agreement: float, held: int,
+            threads: int | None) -> tuple[str, str]:
+    passing = {b: c.figures for b, c in candidates.items() if c.figures.error is None
+               and c.figures.agreement >= min_agreement}
+    on = f"batch 1, {threads} thread{'s' if threads != 1 else ''}" if threads else "batch 1"
+    if not passing:
+        shown = "; ".join(c.figures.summary() for c in candidates.values())
+        raise QuantizeError(f"no int8 model agrees with float32 on {min_agreement:.0%} of the {held} held-out images "
+                            f"({shown}); nothing was written")
+    best = min(passing, key=lambda b: passing[b].int8_ms)
+    mine = passing[best]
+    kept = f" with {len(mine.kept_float)} depthwise layers kept in float" if mine.kept_float else ""
+    if asked != "auto":
+        return best, (f"{best} as asked: it agrees with float32 on {mine.agreement:.1%} of {held} held-out images"
+                      f"{kept} and runs in {mine.int8_ms:.2f} ms ({on}) against {mine.float_ms:.2f} ms in float32")
+    others = [f for b, f in ((b, c.figures) for b, c in candidates.items()) if b != best]
+    if not others:
+        return best, f"{best} is the only backend tried"
+    other = others[0]
+    if other.error:
+        why = f"{other.backend} could not be built ({other.error})"
+    elif other.backend not in passing:
+        why = (f"{other.backend} agrees with float32 on only {other.agreement:.1%} of the held-out images "
+               f"(needed {min_agreement:.0%})")
+    else:
+        why = f"{best} runs in {mine.int8_ms:.2f} ms against {other.backend}'s {other.int8_ms:.2f} ms ({on})"
+    return best, (f"{best} was kept because {why}; it agrees with float32 on {mine.agreement:.1%} of {held} "
+                  f"held-out images{kept}")
+
+
+def quantize_model(model: nn.Module, out: str | Path, *, spec: InputSpec, class_names: list[str] | None,
+                   calib: torch.Tensor, held_out: torch.Tensor, backend: str = "auto", overwrite: bool = False,
+                   input_size: tuple[int, int] | None = None, dynamic_batch: bool = False, threads: int | None = None,
+                   min_agreement: float = MIN_AGREEMENT, runs: int = LATENCY_RUNS) -> QuantizeReport:
+    """Quantize ``model``'s deploy form to INT8 with real ``calib`` images and write it to ``out``.
+
+    ``backend``: ``"onnxruntime"`` (``out`` must end in ``.onnx``), ``"openvino"`` (``.xml``, with its ``.bin``) or
+    ``"auto"``: both are built and measured and the faster of those agreeing with float32 on ``min_agreement`` of
+    ``held_out`` is written, at ``out`` with the winner's suffix (``out`` may end in ``.onnx``, ``.xml`` or
+    nothing). ``calib``/``held_out``: preprocessed (N, C, h, w) images (resized to ``input_size`` if need be), see
+    :func:`calibration_images` and :func:`held_out_images`. Latency: median of ``runs`` batch-1 runs on ``threads``
+    threads (``None``: the runtime's default). The file carries :func:`export_metadata` plus ``ghostnets.precision =
+    int8``. Raises :class:`QuantizeError` (nothing written) when no backend reaches ``min_agreement``, even with its
+    depthwise convolutions kept in float.
+    """
+    if backend not in (*BACKENDS, "auto"):
+        raise QuantizeError(f"unknown int8 backend {backend!r}; choose auto, {', '.join(BACKENDS)}")
+    out = Path(out)
+    if backend != "auto" and out.suffix != BACKENDS[backend]:
+        raise QuantizeError(f"the {backend} int8 backend writes a {BACKENDS[backend]} file, got {out.name}")
+    if backend == "auto" and out.suffix not in ("", *BACKENDS.values()):
+        raise QuantizeError(f"--int8-backend auto writes a .onnx or an .xml file (whichever backend wins), got "
+                            f"{out.name}")
+    tried = list(BACKENDS) if backend == "auto" else [backend]
+    targets = {b: [out.with_suffix(BACKENDS[b])] + ([out.with_suffix(".bin")] if b == "openvino" else [])
+               for b in tried}
+    existing = [p for paths in targets.values() for p in paths if p.exists()]
+    if existing and not overwrite:
+        raise FileExistsError(f"{existing[0]} exists; pass --force to replace it")
+    if not 0 <= min_agreement <= 1:
+        raise QuantizeError(f"min_agreement is a fraction between 0 and 1, got {min_agreement}")
+    if calib is None or not len(calib) or held_out is None or not len(held_out):
+        raise QuantizeError("int8 quantization needs real images: calibration images and held-out images")
+    if backend != "auto":
+        _require(backend)
+    else:
+        _require("onnxruntime")  # the float32 reference file is ONNX either way
+    deployed = (model if getattr(model, "deploy", False) else reparameterize(model)).eval()
+    height, width = input_size or (spec.size, spec.size)
+    calib_x, held_x = _resized(calib, (height, width)), _resized(held_out, (height, width))
+    with torch.inference_mode():
+        reference = torch.cat([deployed(torch.from_numpy(b)) for b in _batches(held_x, True, 32)]).argmax(1).numpy()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{out.stem}.int8-tmp-", dir=out.parent))
+    try:
+        float_onnx = work / "float32.onnx"
+        export_model(deployed, float_onnx, format="onnx", spec=spec, class_names=class_names,
+                     real_images=held_out[:8], input_size=(height, width), dynamic_batch=dynamic_batch)
+        meta = export_metadata(deployed, spec, class_names)
+        candidates: dict[str, _Candidate] = {}
+        for name in tried:
+            try:
+                if backend == "auto":
+                    _require(name)
+                candidates[name] = _build(name, float_onnx, work, calib_x, held_x, reference, dynamic_batch, threads,
+                                          meta, min_agreement)
+            except Exception as e:
+                if backend != "auto":
+                    if isinstance(e, ExportError):
+                        raise
+                    raise QuantizeError(f"{name} int8 quantization failed: {type(e).__name__}: "
+                                        f"{str(e).strip().splitlines()[0] if str(e).strip() else ''}") from e
+                failed = BackendFigures(name, error=f"{type(e).__name__}: {str(e).strip()[:200]}")
+                candidates[name] = _Candidate(failed, [], None, None)
+        runners = {}
+        for name, c in candidates.items():
+            if c.figures.error is None:
+                runners[(name, "float")], runners[(name, "int8")] = c.float_run, c.int8_run
+        timings = _latencies(runners, held_x[:1], runs) if runners else {}
+        for (name, kind), ms in timings.items():
+            setattr(candidates[name].figures, f"{kind}_ms", ms)
+        winner, reason = _choose(candidates, backend, min_agreement, len(held_x), threads)
+        chosen = candidates[winner]
+        final = targets[winner]
+        for path in reversed(chosen.files):  # the .bin before the .xml that names it
+            _fsync(path)
+        for tmp, target in zip(reversed(chosen.files), reversed(final)):
+            os.replace(tmp, target)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    figures = chosen.figures
+    return QuantizeReport(final[0], winner, figures.agreement, figures.float_ms, figures.int8_ms,
+                          list(figures.kept_float), reason, {b: c.figures for b, c in candidates.items()},
+                          files=[p for p in final if p.exists()], held_out=len(held_x), threads=threads)

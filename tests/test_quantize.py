@@ -1,0 +1,233 @@
+"""INT8 post-training quantization: the files hold low-precision operations, compute what the report says (agreement
+recomputed here by running the file), keep depthwise layers in float when asked to retry, and leave nothing behind
+when they fail."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import ghostnets
+import ghostnets.deploy.quantize as quantize_module
+from ghostnets.cli import main
+from ghostnets.data.image_folder import CorruptImageWarning, DatasetError
+from ghostnets.data.transforms import InputSpec
+from ghostnets.deploy import randomize_batchnorm, reparameterize
+from ghostnets.deploy.quantize import (
+    QuantizeError,
+    calibration_images,
+    held_out_images,
+    quantize_model,
+)
+
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+ov = pytest.importorskip("openvino")
+
+SUBSET = Path(__file__).parent / "data" / "fashion_mnist_subset.npz"
+SPEC = InputSpec(size=64, resize=73)
+IMAGES = 32
+FAST = {"threads": 1, "runs": 6}
+
+
+@pytest.fixture
+def bundled(tmp_path, monkeypatch) -> Path:
+    """The bundled dataset is the 400-image test subset (300 train, 100 test)."""
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    shutil.copy(SUBSET, cache / "fashion_mnist.npz")
+    monkeypatch.setenv("GHOSTNETS_CACHE", str(cache))
+    return tmp_path / "out"
+
+
+@pytest.fixture
+def model() -> torch.nn.Module:
+    """Training form with non-trivial BatchNorm statistics (the deploy form folds them)."""
+    return randomize_batchnorm(ghostnets.create_model("ghostnet_050", num_classes=10).eval(), seed=3)
+
+
+def images(split: str) -> torch.Tensor:
+    return (calibration_images if split == "train" else held_out_images)(SPEC, None, IMAGES)
+
+
+def top1(run, x: torch.Tensor) -> np.ndarray:
+    return np.concatenate([run(x[i:i + 1].numpy()) for i in range(len(x))]).argmax(1)
+
+
+def reference_top1(model: torch.nn.Module, x: torch.Tensor) -> np.ndarray:
+    with torch.inference_mode():
+        return model(x).argmax(1).numpy()
+
+
+def test_calibration_comes_from_the_training_split_and_held_out_images_from_the_test_split(bundled):
+    data = np.load(SUBSET)
+    transform = SPEC.transform()
+    for split, x in (("train", images("train")), ("test", images("test"))):
+        n = len(data[f"{split}_y"])
+        picked = [int(i * n / IMAGES) for i in range(IMAGES)]  # evenly spaced: every class (listed class by class)
+        expected = torch.stack([transform(Image.fromarray(data[f"{split}_x"][i])) for i in picked])
+        assert torch.equal(x, expected)
+        assert len(set(data[f"{split}_y"][picked])) == 10
+
+
+def test_calibration_images_from_a_folder_skip_unreadable_files(tmp_path):
+    rng = np.random.default_rng(0)
+    for i in range(6):
+        folder = tmp_path / "imgs" / f"class{i % 2}" / "deeper"
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 255, (40, 50, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+    calib, held = calibration_images(SPEC, tmp_path / "imgs", count=3), held_out_images(SPEC, tmp_path / "imgs", 3)
+    assert len(calib) == len(held) == 3
+    assert not any(torch.equal(a, b) for a in calib for b in held)  # 6 files: the two picks interleave
+    (tmp_path / "imgs" / "class0" / "broken.jpg").write_bytes(b"not an image")
+    with pytest.warns(CorruptImageWarning, match="skipped 1 unreadable"):
+        x = calibration_images(SPEC, tmp_path / "imgs", count=10)
+    assert x.shape == (6, 3, 64, 64)
+    (tmp_path / "empty" / "sub").mkdir(parents=True)
+    with pytest.raises(DatasetError, match="holds no image files"):
+        calibration_images(SPEC, tmp_path / "empty")
+    (tmp_path / "empty" / "sub" / "a.png").write_bytes(b"broken")
+    with pytest.raises(DatasetError, match="could be read"), pytest.warns(CorruptImageWarning):
+        calibration_images(SPEC, tmp_path / "empty")
+
+
+def test_onnxruntime_int8_file_is_qdq_and_agrees_as_reported(bundled, model):
+    calib, held = images("train"), images("test")
+    out = bundled / "m.onnx"
+    report = quantize_model(model, out, spec=SPEC, class_names=list("abcdefghij"), calib=calib, held_out=held,
+                            backend="onnxruntime", min_agreement=0, **FAST)
+    assert report.path == out and report.files == [out] and report.backend == "onnxruntime"
+    assert sorted(p.name for p in bundled.iterdir()) == ["m.onnx"]  # no temporary left beside it
+    proto = onnx.load(str(out))
+    ops = [node.op_type for node in proto.graph.node]
+    assert ops.count("QuantizeLinear") > 20 and ops.count("DequantizeLinear") > 20 and "BatchNormalization" not in ops
+    props = {p.key: p.value for p in proto.metadata_props}
+    assert props["ghostnets.precision"] == "int8" and props["ghostnets.model"] == "ghostnet_050"
+    assert InputSpec.from_dict(json.loads(props["ghostnets.input"])) == SPEC
+    assert json.loads(props["ghostnets.class_names"])[-1] == "j"
+
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    def run(x):
+        return session.run(None, {"input": x})[0]
+    assert report.agreement == np.mean(top1(run, held) == reference_top1(model, held))
+    with torch.inference_mode():
+        expected = model(held[:8]).numpy()
+    got = np.concatenate([run(held[i:i + 1].numpy()) for i in range(8)])
+    assert np.corrcoef(got.ravel(), expected.ravel())[0, 1] > 0.98  # int8 noise, not another function
+    assert not np.allclose(got, expected, atol=1e-5)  # and it is int8: not the float graph under another name
+    figures = report.candidates["onnxruntime"]
+    assert set(report.candidates) == {"onnxruntime"} and figures.float_ms > 0 and report.int8_ms == figures.int8_ms
+    assert report.kept_float == [] and "as asked" in report.reason
+
+
+def test_openvino_int8_ir_has_fake_quantize_and_agrees_as_reported(bundled, model):
+    calib, held = images("train"), images("test")
+    out = bundled / "m.xml"
+    report = quantize_model(model, out, spec=SPEC, class_names=None, calib=calib, held_out=held, backend="openvino",
+                            min_agreement=0, **FAST)
+    assert sorted(p.name for p in bundled.iterdir()) == ["m.bin", "m.xml"]
+    assert report.files == [out, out.with_suffix(".bin")]
+    ir = ov.Core().read_model(str(out))
+    types = [op.get_type_name() for op in ir.get_ops()]
+    assert types.count("FakeQuantize") > 20
+    assert ir.get_rt_info(["ghostnets", "precision"]).astype(str) == "int8"
+    compiled = ov.Core().compile_model(str(out), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    def run(x):
+        return compiled([x])[compiled.output(0)]
+    assert report.agreement == np.mean(top1(run, held) == reference_top1(model, held))
+
+
+def test_a_backend_short_of_agreement_is_retried_with_depthwise_layers_in_float(bundled, model, monkeypatch):
+    real_top1, calls = quantize_module._top1, []
+
+    def first_attempt_disagrees(run, x, dynamic_batch):
+        calls.append(1)
+        return real_top1(run, x, dynamic_batch) if len(calls) > 1 else np.full(len(x), -1)
+
+    monkeypatch.setattr(quantize_module, "_top1", first_attempt_disagrees)
+    out = bundled / "m.onnx"
+    report = quantize_model(model, out, spec=SPEC, class_names=None, calib=images("train"), held_out=images("test"),
+                            backend="onnxruntime", min_agreement=0.01, **FAST)
+    assert report.candidates["onnxruntime"].all_int8_agreement == 0.0 and report.agreement > 0.01
+    depthwise = [m for m in reparameterize(model).modules()
+                 if isinstance(m, torch.nn.Conv2d) and m.groups > 1 and m.groups == m.in_channels]
+    assert len(report.kept_float) == len(depthwise) > 10
+    graph = onnx.load(str(out)).graph
+    produced_by = {output: node.op_type for node in graph.node for output in node.output}
+    weights = {init.name for init in graph.initializer}
+    convs = {node.name: node for node in graph.node if node.op_type == "Conv"}
+    for name, node in convs.items():
+        if name in report.kept_float:
+            assert node.input[1] in weights  # float weights, straight from an initializer
+        else:
+            assert produced_by.get(node.input[1]) == "DequantizeLinear"
+    assert "kept in float" in report.candidates["onnxruntime"].summary()
+
+
+def test_failures_leave_nothing_and_existing_files_are_kept(bundled, model, monkeypatch):
+    calib, held = images("train"), images("test")
+    kwargs = {"spec": SPEC, "class_names": None, "calib": calib, "held_out": held, **FAST}
+    monkeypatch.setattr(quantize_module, "_top1", lambda run, x, dynamic_batch: np.full(len(x), -1))
+    with pytest.raises(QuantizeError, match=r"no int8 model agrees.*all-int8 0.0%.*nothing was written"):
+        quantize_model(model, bundled / "m.onnx", backend="onnxruntime", **kwargs)
+    assert list(bundled.iterdir()) == []
+    monkeypatch.undo()
+
+    def boom(runners, x, runs):
+        raise RuntimeError("interrupted while measuring")
+
+    monkeypatch.setattr(quantize_module, "_latencies", boom)
+    with pytest.raises(RuntimeError, match="interrupted"):  # the IR built, then a failure
+        quantize_model(model, bundled / "m.xml", backend="openvino", **kwargs)
+    assert list(bundled.iterdir()) == []
+    monkeypatch.undo()
+
+    (bundled / "m.bin").write_bytes(b"mine")
+    for out, backend in ((bundled / "m.xml", "openvino"), (bundled / "m", "auto")):
+        with pytest.raises(FileExistsError, match="--force"):
+            quantize_model(model, out, backend=backend, **kwargs)
+    assert [p.name for p in bundled.iterdir()] == ["m.bin"] and (bundled / "m.bin").read_bytes() == b"mine"
+    with pytest.raises(QuantizeError, match="writes a .onnx file"):
+        quantize_model(model, bundled / "n.xml", backend="onnxruntime", **kwargs)
+    with pytest.raises(QuantizeError, match="unknown int8 backend"):
+        quantize_model(model, bundled / "n.onnx", backend="tensorrt", **kwargs)
+
+
+def test_export_command_int8_end_to_end(bundled, capsys):
+    checkpoint = bundled.parent / "fm.safetensors"
+    model = randomize_batchnorm(ghostnets.create_model("ghostnet_050", num_classes=10, in_chans=1), seed=1)
+    ghostnets.save_checkpoint(model, checkpoint, class_names=list("abcdefghij"))
+    out = bundled / "fm_int8.onnx"
+    argv = ["export", "--checkpoint", str(checkpoint), "--int8", "--threads", "1", "--min-agreement", "0"]
+    assert main([*argv, "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "calibrating on 256 images (bundled Fashion-MNIST training split)" in printed  # the subset has 300
+    assert "agreement on 100 held-out images" in printed
+    for expected in ("top-1 agreement with float32:", "batch-1 latency: float32", "backend: onnxruntime",
+                     "kept in float: none", f"wrote {out}"):
+        assert expected in printed
+    proto = onnx.load(str(out))
+    assert "QuantizeLinear" in {node.op_type for node in proto.graph.node}
+    props = {p.key: p.value for p in proto.metadata_props}
+    assert props["ghostnets.precision"] == "int8" and json.loads(props["ghostnets.input"])["channels"] == 1
+
+    assert main([*argv, "--int8-backend", "auto", "--out", str(bundled / "auto")]) == 0
+    printed = capsys.readouterr().out
+    chosen = "onnxruntime" if (bundled / "auto.onnx").exists() else "openvino"
+    assert f"backend: {chosen}: {chosen} was kept because" in printed
+    assert "onnxruntime: agreement" in printed and "openvino: agreement" in printed
+    assert sorted(p.name for p in bundled.iterdir() if p.stem == "auto") == \
+        (["auto.onnx"] if chosen == "onnxruntime" else ["auto.bin", "auto.xml"])
+
+    assert main([*argv, "--out", str(out)]) == 2
+    assert "--force" in capsys.readouterr().err
+    assert main([*argv, "--int8-backend", "openvino", "--out", str(bundled / "x.onnx")]) == 2
+    assert "does not write onnx files" in capsys.readouterr().err
+    assert main(["export", "--checkpoint", str(checkpoint), "--out", str(bundled / "y.int8")]) == 2
+    assert "pass --format" in capsys.readouterr().err
