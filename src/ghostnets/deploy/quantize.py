@@ -150,15 +150,15 @@ def _top1(run: Callable[[np.ndarray], np.ndarray], x: np.ndarray, dynamic_batch:
 
 
 def _latencies(runners: dict[str, Callable[[np.ndarray], object]], x: np.ndarray, runs: int) -> dict[str, float]:
-    """Median batch-1 latency (ms) of each runner; measured in interleaved rounds so that load from elsewhere on
-    the machine falls on all of them alike."""
+    """Median batch-1 latency (ms) of each runner: blocks of runs taken in turn over a few rounds, so that load from
+    elsewhere on the machine falls on all of them alike; each block starts with a few unmeasured runs (first-run
+    allocations, and the previous runtime's worker threads, which spin a while after their last run)."""
     times: dict[str, list[float]] = {name: [] for name in runners}
-    for run in runners.values():
-        for _ in range(3):  # warm-up: first-run allocations and kernel selection
-            run(x)
     rounds = 3
     for _ in range(rounds):
         for name, run in runners.items():
+            for _ in range(3):
+                run(x)
             for _ in range(max(1, runs // rounds)):
                 start = time.perf_counter()
                 run(x)
@@ -178,7 +178,9 @@ def _ort_session(path: Path, threads: int | None):
     import onnxruntime as ort
 
     options = ort.SessionOptions()
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # idle workers would take the CPU
+    # worker threads spin during a run (fast) but stop when it returns: left spinning, they would take the CPU from
+    # whatever runs next (here: the other backend being measured)
+    options.add_session_config_entry("session.force_spinning_stop", "1")
     if threads:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
@@ -375,7 +377,7 @@ def _choose(candidates: dict[str, _Candidate], asked: str, min_agreement: float,
     if not passing:
         shown = "; ".join(c.figures.summary() for c in candidates.values())
         raise QuantizeError(f"no int8 model agrees with float32 on {min_agreement:.0%} of the {held} held-out images "
-                            f"({shown}); nothing was written")
+                            f"({shown}); nothing was written (min_agreement, --min-agreement: the bar to accept)")
     best = min(passing, key=lambda b: passing[b].int8_ms)
     mine = passing[best]
     kept = f" with {len(mine.kept_float)} depthwise layers kept in float" if mine.kept_float else ""

@@ -1,4 +1,4 @@
-"""Measure: params and MAdds, a per-layer profile of MAdds and memory traffic; latency and Pareto fronts come later."""
+"""Measure: params and MAdds, a per-layer profile of MAdds and memory traffic, latency per runtime, Pareto fronts."""
 
 from .counting import count_madds, count_params
 from .layers import LayerProfile, ModelProfile, profile_layers
