@@ -30,6 +30,8 @@ from ghostnets.profile.latency import (
 )
 from ghostnets.profile.machine import MachineLimits
 
+pytestmark = pytest.mark.runtimes  # run in their own pytest process: see the Makefile's test target
+
 SPEC = InputSpec(size=64, resize=73)
 
 

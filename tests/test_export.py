@@ -17,6 +17,8 @@ from ghostnets.cli import main
 from ghostnets.data.transforms import InputSpec
 from ghostnets.deploy import ExportError, export_model, randomize_batchnorm
 
+pytestmark = pytest.mark.runtimes  # run in their own pytest process: see the Makefile's test target
+
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 ov = pytest.importorskip("openvino")

@@ -15,6 +15,8 @@ from ghostnets.cli import main
 from ghostnets.profile import ModelProfile, count_madds, count_params, profile_layers
 from ghostnets.registry import build_model, model_info
 
+pytestmark = pytest.mark.runtimes  # run in their own pytest process: see the Makefile's test target
+
 F32 = 4  # bytes per float32
 
 

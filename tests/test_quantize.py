@@ -26,6 +26,8 @@ from ghostnets.deploy.quantize import (
     quantize_model,
 )
 
+pytestmark = pytest.mark.runtimes  # run in their own pytest process: see the Makefile's test target
+
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 ov = pytest.importorskip("openvino")
@@ -231,3 +233,5 @@ def test_export_command_int8_end_to_end(bundled, capsys):
     assert "does not write onnx files" in capsys.readouterr().err
     assert main(["export", "--checkpoint", str(checkpoint), "--out", str(bundled / "y.int8")]) == 2
     assert "pass --format" in capsys.readouterr().err
+    assert main(["export", "--checkpoint", str(checkpoint), "--out", str(bundled / "y.onnx"), "--threads", "2"]) == 2
+    assert "go with --int8" in capsys.readouterr().err
