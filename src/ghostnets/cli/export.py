@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..data.samples import REAL_IMAGES, image_files, real_images  # noqa: F401  (re-exported)
+from ..data.samples import real_images
 from .options import add_ema_flags
 
 FORMAT_OF_SUFFIX = {".onnx": "onnx", ".xml": "openvino"}
