@@ -119,8 +119,8 @@ def read_state_dict(path: str | Path, *, use_ema: bool | None = None) -> tuple[S
 
 
 def read_metadata(path: str | Path) -> dict:
-    """The ghostnets metadata of a safetensors checkpoint (model, kwargs, deploy, class_names, features, and the
-    caller's own entries under ``extra``), or ``{}``.
+    """The ghostnets metadata of a safetensors checkpoint (model, kwargs, deploy, class_names, features, edits, and
+    the caller's own entries under ``extra``), or ``{}``.
 
     Reads the header only, not the tensors.
     """
@@ -137,7 +137,7 @@ def read_metadata(path: str | Path) -> dict:
         return {}
     return {"model": raw.get("model"), "kwargs": json.loads(raw.get("kwargs", "{}")),
             "deploy": raw.get("deploy") == "true", "class_names": json.loads(raw.get("class_names", "null")),
-            "features": json.loads(raw.get("features", "null")),
+            "features": json.loads(raw.get("features", "null")), "edits": json.loads(raw.get("edits", "[]")),
             "extra": {k: v for k, v in raw.items() if k not in _RESERVED_METADATA}}
 
 
@@ -308,7 +308,7 @@ def load_checkpoint(
     return load_weights(model, state_dict, source=path, strict=strict)
 
 
-_RESERVED_METADATA = ("format", "deploy", "model", "kwargs", "class_names", "features")
+_RESERVED_METADATA = ("format", "deploy", "model", "kwargs", "class_names", "features", "edits")
 
 
 def save_checkpoint(
@@ -332,6 +332,8 @@ def save_checkpoint(
     if hasattr(model, "model_name"):
         meta["model"] = model.model_name
         meta["kwargs"] = json.dumps({**model.model_kwargs, "deploy": getattr(model, "deploy", False)})
+    if getattr(model, "architecture_edits", None):  # ghostify / prune steps that rebuild it from the base model
+        meta["edits"] = json.dumps(model.architecture_edits)
     if isinstance(model, FeatureListNet):
         meta["features"] = json.dumps(list(model.out_indices))
     if class_names is not None:

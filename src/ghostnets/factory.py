@@ -8,6 +8,8 @@ from pathlib import Path
 from torch import nn
 
 from .checkpoint import load_weights, read_metadata, read_state_dict
+from .deploy.reparameterize import reparameterize
+from .edits import apply_edits
 from .errors import CheckpointError
 from .models import FeatureListNet
 from .registry import build_model
@@ -64,7 +66,14 @@ def create_model(
         kwargs["in_chans"] = in_chans
     if deploy is not None:
         kwargs["deploy"] = deploy
-    model = build_model(name, **kwargs)
+    edits = meta.get("edits") if meta.get("model") == name else None
+    if edits:  # a ghostified or pruned model: build the base in training form, replay the edits, then deploy
+        deploy_form = kwargs.pop("deploy", False)
+        model = apply_edits(build_model(name, **kwargs), edits)
+        if deploy_form:
+            model = reparameterize(model)
+    else:
+        model = build_model(name, **kwargs)
     if features_only:
         model = FeatureListNet(model, out_indices)
     if state_dict is not None:

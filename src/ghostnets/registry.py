@@ -65,8 +65,8 @@ def _card(family: Family, name: str, v: Variant) -> ModelCard:
     return ModelCard(
         name=name, family=family.name, width=v.width, params=v.params, madds=v.madds, paper_params_m=v.paper_params,
         paper_madds_m=v.paper_madds, top1=v.top1, top5=v.top5, deploy_params=v.deploy_params,
-        eval_transform=EvalTransform(), recipe=v.recipe or family.recipe, paper=family.paper, arxiv=family.arxiv,
-        code=family.code, notes=family.notes,
+        eval_transform=EvalTransform(**family.eval_transform), recipe=v.recipe or family.recipe, paper=family.paper,
+        arxiv=family.arxiv, code=family.code, notes=" ".join(filter(None, [family.notes, v.notes])),
     )
 
 
@@ -102,8 +102,36 @@ def model_info(name: str) -> ModelCard:
     return _CARDS[_lookup(name)]
 
 
+TORCHVISION_PREFIX = "torchvision:"
+
+
+def build_torchvision(name: str, num_classes: int = 1000, **kwargs) -> nn.Module:
+    """``torchvision:resnet50`` (any torchvision classification model) with random weights, as ghostnets records it."""
+    import torchvision
+
+    bare = name.removeprefix(TORCHVISION_PREFIX)
+    known = torchvision.models.list_models(module=torchvision.models)
+    if bare not in known:
+        close = difflib.get_close_matches(bare, known, n=4, cutoff=0.5)
+        hint = f" Did you mean {', '.join(TORCHVISION_PREFIX + c for c in close)}?" if close else ""
+        raise UnknownModelError(f"unknown torchvision classification model {bare!r}.{hint}")
+    if kwargs.get("deploy") or kwargs.get("in_chans", 3) != 3:
+        raise ValueError(f"{name} is built by torchvision: it takes num_classes only (3 input channels, training "
+                         "form; reparameterize() gives its deploy form)")
+    model = torchvision.models.get_model(bare, weights=None, num_classes=num_classes)
+    model.model_name, model.model_kwargs = TORCHVISION_PREFIX + bare, {"num_classes": num_classes}
+    model.in_chans, model.num_classes = 3, num_classes
+    return model
+
+
 def build_model(name: str, **kwargs) -> nn.Module:
-    """Build a registered model with random weights; ``kwargs`` go to the family builder (``width`` overrides)."""
+    """Build a registered model with random weights; ``kwargs`` go to the family builder (``width`` overrides).
+
+    ``torchvision:NAME`` builds torchvision's model of that name (to ghostify or prune it, or compare against it).
+    """
+    if isinstance(name, str) and name.startswith(TORCHVISION_PREFIX):
+        return build_torchvision(name, **{k: v for k, v in kwargs.items() if k not in ("drop_rate", "drop_path_rate",
+                                                                                       "channels_last")})
     name = _lookup(name)
     family = _FAMILIES[name]
     allowed = set(ARGUMENT_RULES) | set(family.extra_kwargs)
@@ -115,7 +143,7 @@ def build_model(name: str, **kwargs) -> nn.Module:
                                                                               "shortcut"} else ""))
     check_arguments(**{k: v for k, v in kwargs.items() if k in ARGUMENT_RULES})
     kwargs = {"width": _CARDS[name].width, **kwargs}
-    model = family.builder(**kwargs)
+    model = family.builder(**family.variants[name].builder_kwargs, **kwargs)
     model.model_name = name
     model.model_kwargs = kwargs
     return model

@@ -7,7 +7,7 @@ import argparse
 from ..deploy import reparameterize
 from ..profile import count_madds, count_params
 from ..registry import build_model, list_models, model_info
-from .table import format_table
+from ..table import format_table
 
 
 def register(sub: argparse._SubParsersAction) -> None:

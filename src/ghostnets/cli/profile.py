@@ -12,7 +12,7 @@ import json
 import textwrap
 from pathlib import Path
 
-from .table import format_table
+from ..table import format_table
 
 MB = 1e6
 NOTE = ("MAdds: conv + linear multiply-adds (the papers' convention). Bytes: per layer, input activations + weights "

@@ -8,7 +8,7 @@ import sys
 from ..deploy import is_equivalent, max_output_difference, randomize_batchnorm, reparameterize
 from ..profile import count_madds, count_params
 from ..registry import build_model, list_models, model_info
-from .table import format_table
+from ..table import format_table
 
 MADDS_TOLERANCE = 0.005
 

@@ -7,31 +7,68 @@ turns the training form into the deploy form: same function in eval mode, fewer 
 from __future__ import annotations
 
 import copy
+from collections import Counter
 
-from torch import nn
+from torch import fx, nn
+
+from ..layers.conv_bn_act import absorbs_batchnorm, fold_bn, fuse_tree
 
 
-def _fuse_tree(module: nn.Module) -> nn.Module:
-    for name, child in list(module.named_children()):
-        fused = _fuse_tree(child)
-        if fused is not child:
-            setattr(module, name, fused)
-    fuse = getattr(module, "fuse", None)
-    return fuse() if callable(fuse) else module
+class _ConvLeafTracer(fx.Tracer):
+    """Traces down to convolutions and to modules that absorb a BatchNorm, which stay single call sites."""
+
+    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
+        return absorbs_batchnorm(m) or super().is_leaf_module(m, qualname)
+
+
+def _set_submodule(root: nn.Module, path: str, module: nn.Module) -> None:
+    parent, _, name = path.rpartition(".")
+    setattr(root.get_submodule(parent) if parent else root, name, module)
+
+
+def _fold_traced_batchnorms(model: nn.Module) -> None:
+    """Fold each BatchNorm whose input is a conv's (or Ghost module's) only output, in any model ``torch.fx`` traces
+    (torchvision's ResNet/VGG/MobileNet, ghostified models, most user models). Raises if FX cannot trace it."""
+    graph = _ConvLeafTracer().trace(model)
+    calls = Counter(n.target for n in graph.nodes if n.op == "call_module")
+    for node in graph.nodes:
+        if node.op != "call_module" or not isinstance(model.get_submodule(node.target), nn.BatchNorm2d):
+            continue
+        source = node.args[0] if node.args else None
+        if not (isinstance(source, fx.Node) and source.op == "call_module" and len(source.users) == 1
+                and calls[source.target] == 1 and calls[node.target] == 1):
+            continue
+        producer = model.get_submodule(source.target)
+        if absorbs_batchnorm(producer):
+            _set_submodule(model, source.target, fold_bn(producer, model.get_submodule(node.target)))
+            _set_submodule(model, node.target, nn.Identity())
+
+
+def _batchnorms(model: nn.Module) -> list[str]:
+    return [name for name, m in model.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
 
 
 def reparameterize(model: nn.Module) -> nn.Module:
     """Return a new model in deploy form (eval mode); ``model`` itself is left untouched.
 
     The tree is walked once, children before parents; ``fuse()`` may rebuild its module in place because it works on
-    a deep copy. Raises ``TypeError`` if a BatchNorm is left that no ``fuse()`` knows how to fold.
+    a deep copy. BatchNorms left after that (models without ``fuse()``: torchvision's, ghostified ones, your own) are
+    folded into the conv that feeds them, found by tracing with ``torch.fx``. Raises ``TypeError`` if a BatchNorm is
+    left that nothing folds.
     """
-    deployed = _fuse_tree(copy.deepcopy(model).eval())
-    left = [name for name, m in deployed.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    deployed = fuse_tree(copy.deepcopy(model).eval())
+    traced_error = ""
+    if _batchnorms(deployed):  # modules without fuse(): torchvision models, ghostified models, user models
+        try:
+            _fold_traced_batchnorms(deployed)
+        except Exception as e:  # FX cannot trace data-dependent control flow
+            traced_error = f" (torch.fx could not trace the model to find conv -> BatchNorm pairs: {e})"
+    left = _batchnorms(deployed)
     if left:
         more = "..." if len(left) > 5 else ""
-        raise TypeError(f"reparameterize: no fuse() folds the BatchNorm layers {left[:5]}{more}; "
-                        "give their parent module a fuse() method")
+        raise TypeError(f"reparameterize: nothing folds the BatchNorm layers {left[:5]}{more}: they do not follow "
+                        f"a convolution directly{traced_error}; give their parent module a fuse() method")
     if hasattr(deployed, "model_kwargs"):
         deployed.model_kwargs = {**deployed.model_kwargs, "deploy": True}
+        deployed.deploy = True
     return deployed

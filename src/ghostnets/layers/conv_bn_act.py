@@ -16,8 +16,18 @@ from .deploy_conv import DeployConv2d, fuse_relu
 ActFactory = Callable[..., nn.Module]
 
 
-def fold_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
-    """Return a new biased conv equal to ``bn(conv(x))`` in eval mode (the BN transform of Ioffe & Szegedy 2015)."""
+def absorbs_batchnorm(module: nn.Module) -> bool:
+    """True for a module a following BatchNorm folds into: a ``Conv2d``, or one with ``absorb_batchnorm(bn)``."""
+    return isinstance(module, nn.Conv2d) or callable(getattr(module, "absorb_batchnorm", None))
+
+
+def fold_bn(conv: nn.Module, bn: nn.BatchNorm2d) -> nn.Module:
+    """Return a new biased conv equal to ``bn(conv(x))`` in eval mode (the BN transform of Ioffe & Szegedy 2015).
+
+    A module that is not a ``Conv2d`` but has ``absorb_batchnorm(bn)`` (the plug-and-play Ghost module) folds itself.
+    """
+    if not isinstance(conv, nn.Conv2d):
+        return conv.absorb_batchnorm(bn)
     fused = DeployConv2d(
         conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding, conv.dilation,
         conv.groups, bias=True, padding_mode=conv.padding_mode,
@@ -30,11 +40,21 @@ def fold_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
     return fused
 
 
+def fuse_tree(module: nn.Module) -> nn.Module:
+    """Call every ``fuse()`` in ``module``'s tree, children before parents, in place; returns the fused root."""
+    for name, child in list(module.named_children()):
+        fused = fuse_tree(child)
+        if fused is not child:
+            setattr(module, name, fused)
+    fuse = getattr(module, "fuse", None)
+    return fuse() if callable(fuse) else module
+
+
 def fold_named_pairs(module: nn.Module, pairs: Iterable[tuple[str, str]]) -> nn.Module:
     """Fold each ``(conv_attr, bn_attr)`` BatchNorm of ``module`` into its conv, leaving ``nn.Identity`` behind."""
     for conv_name, bn_name in pairs:
         bn = getattr(module, bn_name)
-        if isinstance(bn, nn.BatchNorm2d):
+        if isinstance(bn, nn.BatchNorm2d) and absorbs_batchnorm(getattr(module, conv_name)):
             setattr(module, conv_name, fold_bn(getattr(module, conv_name), bn))
             setattr(module, bn_name, nn.Identity())
     return module
@@ -89,7 +109,7 @@ class ConvSequence(nn.Sequential):
     def fuse(self) -> ConvSequence:
         """Fold in place (``reparameterize`` works on a copy) and return ``self``."""
         for i in range(1, len(self)):
-            if isinstance(self[i], nn.BatchNorm2d) and isinstance(self[i - 1], nn.Conv2d):
+            if isinstance(self[i], nn.BatchNorm2d) and absorbs_batchnorm(self[i - 1]):
                 self[i - 1], self[i] = fold_bn(self[i - 1], self[i]), nn.Identity()
         return self.fuse_relus()
 

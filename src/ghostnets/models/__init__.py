@@ -7,8 +7,13 @@ from .ghostnetv2 import FAMILY as GHOSTNETV2
 from .ghostnetv2 import ghostnetv2
 from .repghostnet import FAMILY as REPGHOSTNET
 from .repghostnet import repghostnet
+from .resnet import CIFAR_FAMILY as RESNET_CIFAR
+from .resnet import FAMILY as RESNET
+from .resnet import ResNet
 from .skeleton import GhostFamilyNet
+from .vgg import FAMILY as VGG_CIFAR
+from .vgg import VGG
 
-FAMILIES = (GHOSTNET, GHOSTNETV2, REPGHOSTNET)
+FAMILIES = (GHOSTNET, GHOSTNETV2, REPGHOSTNET, RESNET_CIFAR, VGG_CIFAR, RESNET)
 
-__all__ = ["FAMILIES", "FeatureListNet", "GhostFamilyNet", "ghostnet", "ghostnetv2", "repghostnet"]
+__all__ = ["FAMILIES", "FeatureListNet", "GhostFamilyNet", "ResNet", "VGG", "ghostnet", "ghostnetv2", "repghostnet"]

@@ -14,7 +14,7 @@ class Variant:
 
     width: float
     params: int  # exact count of the official model class (REFERENCE.md), training form
-    madds: float  # multiply-adds at 224x224 (conv + linear), computed
+    madds: float  # multiply-adds at the card's input size (224x224; 32x32 for CIFAR models), conv + linear, computed
     paper_params: float  # as printed in the paper, in millions
     paper_madds: float  # as printed in the paper, in millions
     top1: float
@@ -23,6 +23,8 @@ class Variant:
     # ghostnets' own deploy form folds every BN and is smaller still)
     deploy_params: int | None = None
     recipe: str | None = None
+    builder_kwargs: dict = field(default_factory=dict)  # fixed by the name (depth, Ghost ratio), not user-settable
+    notes: str = ""  # where this variant's counts differ from the paper's, and why
 
 
 @dataclass(frozen=True)
@@ -38,3 +40,4 @@ class Family:
     recipe: str
     notes: str = ""
     extra_kwargs: tuple[str, ...] = field(default_factory=tuple)
+    eval_transform: dict = field(default_factory=dict)  # EvalTransform fields where they differ from ImageNet's
