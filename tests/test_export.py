@@ -37,6 +37,23 @@ def reference(model: torch.nn.Module, x: torch.Tensor) -> np.ndarray:
         return model(x).numpy()
 
 
+@pytest.mark.parametrize("fmt", ["onnx", "openvino"])
+def test_ghostified_torchvision_model_exports(fmt, tmp_path):
+    """The plug-and-play path end to end: ghostify a torchvision model, export; the file computes the training form
+    (the Ghost modules' own BNs and the model's BNs after them all folded on the way)."""
+    from ghostnets.ghostify import ghostify
+
+    model = randomize_batchnorm(ghostify(ghostnets.create_model("torchvision:resnet18", num_classes=5)).eval(), seed=3)
+    out = tmp_path / ("m.onnx" if fmt == "onnx" else "m.xml")
+    export_model(model, out, format=fmt, spec=SPEC, class_names=list("abcde"))
+    x = torch.randn(1, 3, 64, 64)
+    if fmt == "onnx":
+        got = ort.InferenceSession(str(out)).run(None, {"input": x.numpy()})[0]
+    else:
+        got = ov.Core().compile_model(str(out), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})(x.numpy())[0]
+    np.testing.assert_allclose(got, reference(model, x), rtol=0, atol=1e-4 * max(1, np.abs(got).max()))
+
+
 @pytest.mark.parametrize("name", ["repghostnet_050", "ghostnetv2_100"])
 def test_onnx_file_computes_the_training_form(name, tmp_path):
     model = trained_looking(name)

@@ -151,8 +151,14 @@ def _bottlenecks(model: nn.Module) -> list[nn.Module]:
 # --------------------------------------------------------------------------------------------------- 1. parameters
 
 
+# the plug-and-play models (tests/test_plug_and_play.py covers them)
+PLUG_AND_PLAY_MODELS = ["ghost_resnet50_s2", "ghost_resnet50_s4", "ghost_resnet56_cifar_s2", "ghost_vgg16_cifar_s2",
+                        "ghost_vgg16_cifar_s3", "ghost_vgg16_cifar_s4", "ghost_vgg16_cifar_s5", "resnet50",
+                        "resnet56_cifar", "vgg16_cifar"]
+
+
 def test_registry_names():
-    assert ghostnets.list_models() == ALL_MODELS
+    assert ghostnets.list_models() == sorted(ALL_MODELS + PLUG_AND_PLAY_MODELS)
     assert ghostnets.list_models("repghost*") == REPGHOST_MODELS
     assert len(ghostnets.list_models("repghost*")) == 8
     assert ghostnets.list_models("ghostnetv2*") == ["ghostnetv2_100", "ghostnetv2_130", "ghostnetv2_160"]

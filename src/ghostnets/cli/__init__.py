@@ -8,9 +8,9 @@ import warnings
 from collections.abc import Sequence
 
 from ..errors import GhostnetsError
-from . import bench, evaluate, export, models, predict, profile, reparam, train, verify
+from . import bench, evaluate, export, ghostify, models, predict, profile, reparam, train, verify
 
-SUBCOMMANDS = (models, reparam, verify, export, train, evaluate, predict, profile, bench)
+SUBCOMMANDS = (models, reparam, verify, export, train, evaluate, predict, profile, bench, ghostify)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -29,8 +29,9 @@ def run(args: argparse.Namespace) -> int:
         card = model_info(name)
         model = randomize_batchnorm(build_model(name)).eval()  # non-trivial BN statistics: a wrong fold shows
         deployed = reparameterize(model)
-        params, madds = count_params(model), count_madds(model)
-        diff, scale = max_output_difference(model, deployed)
+        size = card.eval_transform.input_size[1:]
+        params, madds = count_params(model), count_madds(model, size)
+        diff, scale = max_output_difference(model, deployed, size)
         ok_params = params == card.params
         ok_madds = abs(madds - card.madds) <= MADDS_TOLERANCE * card.madds
         ok_deploy = is_equivalent(diff, scale)
@@ -46,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
     print(format_table(["model", "params", "official", "MAdds", "official", "top-1", "deploy params",
                         "max|Δ| deploy"], rows))
     print(f"\n{len(rows) - len(failures)}/{len(rows)} models: exact params, MAdds within 0.5 %, deploy form equal "
-          "(max |Δ logits| <= 1e-4 · max(1, |logits|), random BN statistics, 2x3x224x224)")
+          "(max |Δ logits| <= 1e-4 · max(1, |logits|), random BN statistics, 2 images at the card's input size)")
     if failures:
         print("FAILED: " + ", ".join(failures))
     return 1 if failures else 0

@@ -18,6 +18,10 @@ class FeatureListNet(nn.Module):
 
     def __init__(self, model: GhostFamilyNet, out_indices: Sequence[int] | None = None) -> None:
         super().__init__()
+        if not isinstance(model, GhostFamilyNet):
+            raise ValueError(f"features_only is available for the GhostNet families (ghostnet*, ghostnetv2*, "
+                             f"repghostnet*), not {type(model).__name__}; use model.forward_features(x) for its last "
+                             "map")
         n_taps = len(model.feature_info)
         out_indices = tuple(range(n_taps)) if out_indices is None else tuple(out_indices)
         bad = [i for i in out_indices if not -n_taps <= i < n_taps]

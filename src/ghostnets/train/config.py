@@ -25,6 +25,7 @@ class TrainConfig:
     # what to train, on what
     model: str = "ghostnet_100"
     model_kwargs: dict = field(default_factory=dict)  # width, reparam_bn, ... passed to create_model
+    initial_checkpoint: str | None = None  # start from these weights (and the ghostified/pruned model they record)
     data: str | None = None  # ImageFolder DIR, a .npz in the bundled format, or None for Fashion-MNIST
     recipe: str = "default"  # the recipe's own name, recorded with the run
     # schedule (lr is for lr_base_batch images per step; it scales linearly with batch_size)
@@ -42,6 +43,7 @@ class TrainConfig:
     warmup_lr: float = 1e-5
     decay_epochs: float = 90.0
     decay_rate: float = 0.1
+    decay_milestones: list | None = None  # epochs where sched=multistep multiplies lr by decay_rate
     # regularisation
     smoothing: float = 0.1
     drop_rate: float = 0.0
@@ -105,6 +107,9 @@ def _check_type(name: str, value: object) -> object:
         return str(value)
     if "dict" in options and isinstance(value, dict):
         return value
+    if "list" in options and isinstance(value, (list, tuple)) and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+        return list(value)
     raise ConfigError(f"{name} takes a {kind}, got {value!r} ({type(value).__name__})")
 
 

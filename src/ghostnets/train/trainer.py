@@ -175,7 +175,7 @@ class Trainer:
         kwargs = {"drop_rate": config.drop_rate, "drop_path_rate": config.drop_path_rate,
                   "channels_last": config.channels_last, **config.model_kwargs}
         model = create_model(config.model, num_classes=len(data.class_names), in_chans=data.input_spec.channels,
-                             **kwargs)
+                             checkpoint_path=config.initial_checkpoint, **kwargs)
         if getattr(model, "deploy", False):
             raise GhostnetsError("a deploy-form model has nothing to train (its BatchNorms are folded); train the "
                                  "training form and reparameterize afterwards")
@@ -206,10 +206,13 @@ class Trainer:
         self.optimizer = create_optimizer_v2(self.module, opt=config.opt, lr=config.scaled_lr(),
                                              weight_decay=config.weight_decay, momentum=config.momentum, **extra)
         self.steps_per_epoch = self.data.train.steps_per_epoch()
+        milestones = config.decay_milestones
+        extra_sched = {"decay_milestones": [int(m) for m in milestones]} if milestones else {}
         self.scheduler, _ = create_scheduler_v2(
             self.optimizer, sched=config.sched, num_epochs=config.epochs, decay_epochs=config.decay_epochs,
             decay_rate=config.decay_rate, min_lr=config.min_lr, warmup_lr=config.warmup_lr,
-            warmup_epochs=config.warmup_epochs, step_on_epochs=False, updates_per_epoch=self.steps_per_epoch)
+            warmup_epochs=config.warmup_epochs, step_on_epochs=False, updates_per_epoch=self.steps_per_epoch,
+            **extra_sched)
         self.ema = ModelEmaV3(self.module, decay=config.model_ema_decay, use_warmup=config.model_ema_warmup) \
             if config.model_ema else None
         self.mixup = None

@@ -1,0 +1,152 @@
+"""The GhostNet paper's plug-and-play comparison (arXiv 1911.11907, Table 3), on the bundled Fashion-MNIST.
+
+ResNet-56, Ghost-ResNet-56 (s=2), and ResNet-56 channel-pruned (He et al., ICCV 2017) to the Ghost version's MAdds:
+the same recipe and epochs for each (the pruned one: prune the trained ResNet-56, then fine-tune for the same epochs),
+over several seeds; top-1 on the 10,000 held-out images, params, MAdds, and CPU latency of each deploy form at batch 1
+(eager PyTorch and ONNX Runtime, interleaved in the same run). Writes the ``plug_and_play`` section of BENCHMARKS.md.
+
+    python benchmarks/plug_and_play.py [--seeds 0 1] [--epochs 4] [--per-class 1500] [--out runs/plug_and_play]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import ghostnets  # noqa: E402
+from ghostnets.data.fashion_mnist import fetch_fashion_mnist  # noqa: E402
+from ghostnets.data.transforms import FASHION_MNIST_INPUT  # noqa: E402
+from ghostnets.deploy.quantize import calibration_images  # noqa: E402
+from ghostnets.profile.latency import build_runtime, summarize, time_interleaved  # noqa: E402
+from ghostnets.train import TrainConfig, train  # noqa: E402
+from ghostnets.train.config import load_recipe, update_config  # noqa: E402
+
+from common import command_line, environment, write_section  # noqa: E402
+
+BASELINE, GHOST = "resnet56_cifar", "ghost_resnet56_cifar_s2"
+ROWS = ("ResNet-56", "Ghost-ResNet-56 (s=2)", "CP-ResNet-56 (channel pruning)")
+
+
+def subset(out: Path, per_class: int) -> Path:
+    """The first ``per_class`` training images of each class and the whole test split, as a bundled-format .npz."""
+    with np.load(fetch_fashion_mnist()) as data:
+        arrays = {k: data[k] for k in ("train_x", "train_y", "test_x", "test_y")}
+    keep = np.concatenate([np.flatnonzero(arrays["train_y"] == c)[:per_class] for c in range(10)])
+    path = out / f"fashion_mnist_{per_class}_per_class.npz"
+    if not path.exists():
+        np.savez_compressed(path, train_x=arrays["train_x"][keep], train_y=arrays["train_y"][keep],
+                            test_x=arrays["test_x"], test_y=arrays["test_y"])
+    return path
+
+
+def config(args: argparse.Namespace, model: str, data: Path, seed: int, initial: Path | None = None) -> TrainConfig:
+    """The paper's CIFAR recipe (SGD 0.9, lr 0.1 at batch 128, wd 1e-4), shortened to ``epochs`` with a cosine decay."""
+    return update_config(load_recipe("cifar"), {
+        "model": model, "data": str(data), "epochs": args.epochs, "sched": "cosine", "decay_milestones": None,
+        "warmup_epochs": 0.2, "seed": seed, "eval_every": args.epochs, "threads": args.threads,
+        "initial_checkpoint": str(initial) if initial else None}, "plug_and_play.py")
+
+
+def run(cfg: TrainConfig, out: Path) -> dict:
+    summary_file = out / "summary.json"
+    if summary_file.exists():  # finished before: reuse (delete the folder to retrain)
+        return json.loads(summary_file.read_text())
+    return train(cfg, out, force=True, progress_bar=False)
+
+
+def latency(models: dict[str, torch.nn.Module], threads: int, runs: int) -> dict[str, dict[str, float]]:
+    """Median ms at batch 1 per model and runtime, all runtimes and models timed in interleaved blocks."""
+    batch = np.random.default_rng(0).standard_normal((1, 1, 32, 32)).astype(np.float32)
+    fns = {(name, rt): build_runtime(rt, ghostnets.reparameterize(m.eval()), batch.shape, threads=threads)
+           for name, m in models.items() for rt in ("eager", "onnxruntime")}
+    times = time_interleaved({f"{n}|{rt}": fn for (n, rt), fn in fns.items()}, batch, runs, warmup=10)
+    out: dict[str, dict[str, float]] = {}
+    for key, ts in times.items():
+        name, rt = key.split("|")
+        out.setdefault(name, {})[rt] = summarize(ts, 1)["median_ms"]
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--per-class", type=int, default=1500, help="training images per class (6000 = all)")
+    parser.add_argument("--calib", type=int, default=256, help="calibration images for channel selection")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--runs", type=int, default=200, help="timed batch-1 runs per model and runtime")
+    parser.add_argument("--out", type=Path, default=Path("runs/plug_and_play"))
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    args.out.mkdir(parents=True, exist_ok=True)
+    data = subset(args.out, args.per_class)
+    target = ghostnets.count_madds(ghostnets.create_model(GHOST, in_chans=1), 32)
+    top1: dict[str, list[float]] = {row: [] for row in ROWS}
+    seconds: dict[str, list[float]] = {row: [] for row in ROWS}
+    finals: dict[str, Path] = {}
+    started = time.time()
+    for seed in args.seeds:
+        base_dir, ghost_dir, pruned_dir = (args.out / f"seed{seed}" / d for d in ("resnet56", "ghost", "pruned"))
+        for row, model, out in ((ROWS[0], BASELINE, base_dir), (ROWS[1], GHOST, ghost_dir)):
+            summary = run(config(args, model, data, seed), out)
+            top1[row].append(summary["final_top1"])
+            seconds[row].append(summary["train_seconds"])
+            finals[row] = out / "last.safetensors"
+        pruned_init = args.out / f"seed{seed}" / "pruned_init.safetensors"
+        if not pruned_init.exists():
+            from ghostnets.deploy.prune import prune_channels
+
+            trained = ghostnets.create_model(checkpoint_path=base_dir / "last.safetensors")
+            calib = calibration_images(FASHION_MNIST_INPUT, None, args.calib)
+            t0 = time.time()
+            pruned = prune_channels(trained, target, calib, seed=seed)
+            print(pruned.prune_report.table())
+            print(f"pruned in {time.time() - t0:.0f} s")
+            ghostnets.save_checkpoint(pruned, pruned_init, class_names=trained.class_names)
+        summary = run(config(args, BASELINE, data, seed, initial=pruned_init), pruned_dir)
+        top1[ROWS[2]].append(summary["final_top1"])
+        seconds[ROWS[2]].append(summary["train_seconds"])
+        finals[ROWS[2]] = pruned_dir / "last.safetensors"
+
+    models = {row: ghostnets.create_model(checkpoint_path=path).eval() for row, path in finals.items()}
+    times = latency(models, args.threads, args.runs)
+    base_ms = times[ROWS[0]]
+    lines = [
+        "## Plug-and-play: Ghost modules vs channel pruning (ResNet-56, bundled Fashion-MNIST)", "",
+        f"Machine: {environment(args.threads)}. Regenerate: `{command_line()}` ({(time.time() - started) / 60:.0f} "
+        "min; finished runs in `--out` are reused).", "",
+        f"Each model trained with the paper's CIFAR recipe (SGD momentum 0.9, lr 0.1 at batch 128, weight decay "
+        f"1e-4) cut to {args.epochs} epochs with a cosine decay, on {args.per_class} training images per class "
+        f"({10 * args.per_class:,} of 60,000: the CPU budget), 32 px (28x28 in a 32x32 canvas, random placement "
+        f"and flips); top-1 after the last epoch on the 10,000 held-out images, seeds {args.seeds}. CP-ResNet-56: "
+        f"the trained ResNet-56 of the same seed channel-pruned (LASSO channel selection + least-squares "
+        f"reconstruction, {args.calib} calibration images) to the Ghost version's MAdds, then fine-tuned with the "
+        f"same recipe and epochs. Latency: deploy form (BN folded), batch 1, {args.threads} threads, median of "
+        f"{args.runs} runs, all six timed interleaved; ratio = ResNet-56's time / this model's.", "",
+        "| model | params | MAdds | top-1 per seed | top-1 mean | train s (mean) | eager ms | ORT ms | speed-up "
+        "eager / ORT |",
+        "|---|---:|---:|---|---:|---:|---:|---:|---:|",
+    ]
+    for row in ROWS:
+        m, t = models[row], times[row]
+        lines.append(
+            f"| {row} | {ghostnets.count_params(m):,} | {ghostnets.count_madds(m, 32) / 1e6:.1f}M | "
+            f"{', '.join(f'{a:.2f}' for a in top1[row])} | {statistics.mean(top1[row]):.2f} | "
+            f"{statistics.mean(seconds[row]):.0f} | {t['eager']:.2f} | {t['onnxruntime']:.2f} | "
+            f"{base_ms['eager'] / t['eager']:.2f}x / {base_ms['onnxruntime'] / t['onnxruntime']:.2f}x |")
+    body = "\n".join(lines)
+    write_section("plug_and_play", body)
+    (args.out / "results.md").write_text(body + "\n")
+    print(body)
+
+
+if __name__ == "__main__":
+    main()

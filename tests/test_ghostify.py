@@ -1,0 +1,121 @@
+"""``ghostify`` on torchvision models, ghostnets' own and user modules; its report, checkpoints and CLI."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torchvision
+from torch import nn
+
+import ghostnets
+from conftest import randomize_bn
+from ghostnets.cli import main
+from ghostnets.ghostify import ghostify
+from ghostnets.layers import GhostConv2d
+
+
+class UserNet(nn.Module):
+    """A user's CNN: a biased conv with no BN, a strided dilated conv + BN, a depthwise and a grouped conv."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.body = nn.Sequential(nn.Conv2d(8, 12, 3, 2, 2, dilation=2, bias=False), nn.BatchNorm2d(12), nn.ReLU(),
+                                  nn.Conv2d(12, 12, 3, padding=1, groups=12), nn.Conv2d(12, 24, 1, groups=4),
+                                  nn.Conv2d(24, 10, 1, bias=True))
+        self.pool = nn.AdaptiveAvgPool2d(1)
+
+    def forward(self, x):
+        return self.pool(self.body(self.stem(x))).flatten(1)
+
+
+def test_user_model_replaced_and_kept_layers_reported():
+    model = UserNet()
+    ghosted = ghostify(model, input_size=(20, 24))
+    report = ghosted.ghostify_report
+    kept = {c.name: c.kept_because for c in report.kept}
+    assert kept == {"stem": "skipped", "body.3": "depthwise", "body.4": "grouped (groups=4)"}
+    assert [c.name for c in report.replaced] == ["body.0", "body.5"]
+    assert isinstance(ghosted.body[0], GhostConv2d) and isinstance(ghosted.body[5], GhostConv2d)
+    assert type(model.body[0]) is nn.Conv2d  # the input model is untouched
+    assert ghosted.body[1] is not model.body[1] and isinstance(ghosted.body[1], nn.BatchNorm2d)
+    x = torch.randn(2, 3, 20, 24)
+    assert ghosted(x).shape == model(x).shape
+    # stride/padding/dilation on the primary conv only; bias kept for a conv that had one (no BN inside: keep_bn)
+    primary = ghosted.body[0].primary_conv[0]
+    assert (primary.stride, primary.padding, primary.dilation) == ((2, 2), (2, 2), (2, 2))
+    assert ghosted.body[0].cheap_operation[0].stride == (1, 1)
+    assert report.params_before == ghostnets.count_params(model)
+    assert report.params_after == ghostnets.count_params(ghosted)
+    assert report.madds_before == ghostnets.count_madds(model, (20, 24), in_chans=3)
+    assert report.madds_after == ghostnets.count_madds(ghosted, (20, 24), in_chans=3)
+    layer = next(c for c in report.layers if c.name == "body.0")
+    assert layer.madds_before == 10 * 12 * 12 * 8 * 9  # H_out x W_out x out x in x k x k
+    assert layer.madds_after == 10 * 12 * (6 * 8 * 9 + 6 * 9)
+    assert "body.0" in str(report) and "total" in str(report)
+
+
+def test_keep_bn_false_and_skip_patterns():
+    bare = ghostify(UserNet(), skip=("stem", "body.5"), keep_bn=False, input_size=20)
+    assert [c.name for c in bare.ghostify_report.replaced] == ["body.0"]
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in bare.body[0].modules())
+    everything = ghostify(torchvision.models.resnet18(), skip=(), input_size=32)
+    assert isinstance(everything.conv1, GhostConv2d)
+    layer4_kept = ghostify(torchvision.models.resnet18(), skip=("first conv", "layer4.*"), input_size=32)
+    assert type(layer4_kept.layer4[0].conv1) is nn.Conv2d and isinstance(layer4_kept.layer3[0].conv1, GhostConv2d)
+
+
+def test_bad_arguments():
+    for ratio in (1, 0, 2.5, True, "2"):
+        with pytest.raises(ValueError, match="ratio"):
+            ghostify(UserNet(), ratio)
+    with pytest.raises(ValueError, match="dw_size"):
+        ghostify(UserNet(), 2, 4)
+    with pytest.raises(ValueError, match="matches no convolution.*stem"):
+        ghostify(UserNet(), skip=("trunk.*",))
+    mlp = nn.Sequential(nn.Linear(4, 4))
+    with pytest.warns(UserWarning, match="no nn.Conv2d"):
+        assert ghostify(mlp) is mlp
+
+
+@pytest.mark.parametrize("name", ["torchvision:resnet18", "torchvision:vgg11_bn", "torchvision:mobilenet_v2",
+                                  "torchvision:resnext50_32x4d", "ghostnet_050"])
+def test_ghostified_models_deploy_and_rebuild_from_checkpoint(name, tmp_path):
+    model = ghostnets.create_model(name, num_classes=10)
+    ghosted = randomize_bn(ghostify(model, input_size=64)).eval()
+    if name == "torchvision:resnext50_32x4d":
+        assert all(c.kept_because == "grouped (groups=32)" for c in ghosted.ghostify_report.kept[1:])
+    x = torch.randn(2, 3, 64, 64)
+    deployed = ghostnets.reparameterize(ghosted)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in deployed.modules())
+    with torch.no_grad():
+        ref = ghosted(x)
+        torch.testing.assert_close(deployed(x), ref, rtol=1e-4, atol=1e-4 * max(1.0, ref.abs().max().item()))
+        for form in (ghosted, deployed):
+            path = ghostnets.save_checkpoint(form, tmp_path / "m.safetensors")
+            rebuilt = ghostnets.create_model(checkpoint_path=path).eval()
+            assert torch.equal(rebuilt(x), form(x))
+
+
+def test_ghostify_trained_weights_survive_in_kept_layers():
+    model = ghostnets.create_model("resnet56_cifar")
+    ghosted = ghostify(model)
+    assert torch.equal(ghosted.conv1.weight, model.conv1.weight) and torch.equal(ghosted.fc.weight, model.fc.weight)
+
+
+def test_torchvision_name_errors():
+    with pytest.raises(ghostnets.UnknownModelError, match="torchvision:resnet50"):
+        ghostnets.create_model("torchvision:resnet5O")
+
+
+def test_cli_ghostify_prints_table_and_saves(tmp_path, capsys):
+    out = tmp_path / "g.safetensors"
+    assert main(["ghostify", "--model", "resnet56_cifar", "--ratio", "2", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "layer1.0.conv1" in printed and "853,018" in printed and "442,186" in printed
+    rebuilt = ghostnets.create_model(checkpoint_path=out)
+    assert ghostnets.count_params(rebuilt) == 442_186
+    assert main(["ghostify", "--model", "resnet56_cifar", "--out", str(out)]) == 2  # exists: refused
+    assert "--force" in capsys.readouterr().err
+    assert main(["ghostify", "--model", "resnet56_cifar", "--ratio", "1"]) == 2
+    assert "ratio" in capsys.readouterr().err
