@@ -45,6 +45,7 @@ class ModelCard:
     paper_madds_m: float
     top1: float
     top5: float | None
+    dataset: str
     deploy_params: int | None
     eval_transform: EvalTransform
     recipe: str
@@ -64,7 +65,7 @@ _CARDS: dict[str, ModelCard] = {}
 def _card(family: Family, name: str, v: Variant) -> ModelCard:
     return ModelCard(
         name=name, family=family.name, width=v.width, params=v.params, madds=v.madds, paper_params_m=v.paper_params,
-        paper_madds_m=v.paper_madds, top1=v.top1, top5=v.top5, deploy_params=v.deploy_params,
+        paper_madds_m=v.paper_madds, top1=v.top1, top5=v.top5, dataset=family.dataset, deploy_params=v.deploy_params,
         eval_transform=EvalTransform(**family.eval_transform), recipe=v.recipe or family.recipe, paper=family.paper,
         arxiv=family.arxiv, code=family.code, notes=" ".join(filter(None, [family.notes, v.notes])),
     )

@@ -38,12 +38,13 @@ def run_info(args: argparse.Namespace) -> int:
     top5 = f" / top-5 {card.top5:.1f}" if card.top5 else ""
     print(f"{card.name}  ({card.family}, width {card.width:g})")
     print(f"  paper      {card.paper}\n             {card.arxiv}\n  code       {card.code}")
-    print(f"  ImageNet   top-1 {card.top1:.1f}{top5}  (paper: {card.paper_params_m:g}M params, "
+    print(f"  {card.dataset:<10} top-1 {card.top1:.1f}{top5}  (paper: {card.paper_params_m:g}M params, "
           f"{card.paper_madds_m:g}M MAdds)")
     official_deploy = f", official deploy files {card.deploy_params:,}" if card.deploy_params else ""
-    print(f"  params     {count_params(model):,} training form (official code: {card.params:,}), "
+    print(f"  params     {count_params(model):,} training form (card: {card.params:,}), "
           f"{count_params(deployed):,} deploy form (every BN folded){official_deploy}")
-    print(f"  MAdds      {count_madds(model) / 1e6:.1f}M at 224x224 (official code: {card.madds / 1e6:.1f}M)")
+    h, w = t.input_size[1:]
+    print(f"  MAdds      {count_madds(model, (h, w)) / 1e6:.1f}M at {h}x{w} (card: {card.madds / 1e6:.1f}M)")
     print(f"  eval       resize {t.resize} {t.interpolation}, centre crop {t.input_size[1]}x{t.input_size[2]} "
           f"(crop_pct {t.crop_pct}), mean {t.mean}, std {t.std}")
     print(f"  recipe     {card.recipe}")

@@ -41,3 +41,4 @@ class Family:
     notes: str = ""
     extra_kwargs: tuple[str, ...] = field(default_factory=tuple)
     eval_transform: dict = field(default_factory=dict)  # EvalTransform fields where they differ from ImageNet's
+    dataset: str = "ImageNet"  # where the paper's top-1 was measured

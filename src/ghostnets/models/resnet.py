@@ -200,6 +200,7 @@ CIFAR_FAMILY = Family(
     recipe="cifar",
     notes="CIFAR-10 top-1 from the paper. " + _GHOST_RULE,
     eval_transform=CIFAR_INPUT,
+    dataset="CIFAR-10",
 )
 
 FAMILY = Family(

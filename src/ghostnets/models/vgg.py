@@ -94,4 +94,5 @@ FAMILY = Family(
           "Ghost versions: every conv but the first is a Ghost module (3x3 primary, "
           "3x3 depthwise cheap op, BN after each); the model's own BN and ReLU follow it unchanged.",
     eval_transform=CIFAR_INPUT,
+    dataset="CIFAR-10",
 )
