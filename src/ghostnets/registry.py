@@ -125,6 +125,13 @@ def build_torchvision(name: str, num_classes: int = 1000, **kwargs) -> nn.Module
     return model
 
 
+def eval_transform_for(name: str) -> EvalTransform:
+    """How to evaluate ``name``: its card's transform, or torchvision's ImageNet one (bilinear 256 -> 224)."""
+    if name.startswith(TORCHVISION_PREFIX):
+        return EvalTransform(interpolation="bilinear")
+    return model_info(name).eval_transform
+
+
 def build_model(name: str, **kwargs) -> nn.Module:
     """Build a registered model with random weights; ``kwargs`` go to the family builder (``width`` overrides).
 

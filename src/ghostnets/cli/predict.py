@@ -29,7 +29,7 @@ def load_for_inference(args: argparse.Namespace):
     """
     from ..checkpoint import read_metadata
     from ..factory import create_model
-    from ..registry import model_info
+    from ..registry import eval_transform_for
     from ..train.state import run_metadata
 
     file_meta = read_metadata(args.checkpoint) if args.checkpoint else {}  # create_model reads these itself
@@ -44,7 +44,7 @@ def load_for_inference(args: argparse.Namespace):
     elif model.in_chans == 1:  # a grayscale model without a recorded input: the bundled dataset's
         spec = FASHION_MNIST_INPUT
     else:
-        card = model_info(model.model_name).eval_transform
+        card = eval_transform_for(model.model_name)
         spec = InputSpec.from_crop_pct(card.input_size[-1], card.crop_pct, card.interpolation, card.mean, card.std,
                                        channels=model.in_chans)
     return model, class_names, spec

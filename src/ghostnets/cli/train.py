@@ -32,7 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def resolve_config(args: argparse.Namespace):
     """The recipe the arguments name, with ``--model``, ``--data`` and the overrides applied."""
-    from ..registry import model_info
+    from ..registry import TORCHVISION_PREFIX, eval_transform_for, model_info
 
     if args.resume:  # the saved run's configuration; the command line may change what RESUME_MAY_CHANGE allows
         if args.out is None or args.recipe is not None:
@@ -41,8 +41,11 @@ def resolve_config(args: argparse.Namespace):
     else:
         recipe = args.recipe
         if recipe is None:
-            recipe = "quick" if args.data is None or str(args.data).endswith(".npz") else model_info(
-                args.model or "ghostnet_100").recipe
+            name = args.model or "ghostnet_100"
+            if args.data is None or str(args.data).endswith(".npz"):
+                recipe = "quick"
+            else:  # an image folder: the model's own recipe (torchvision models: GhostNetV2's, a modern default)
+                recipe = "ghostnetv2" if name.startswith(TORCHVISION_PREFIX) else model_info(name).recipe
         config = load_recipe(recipe)
     overrides = parse_overrides(list(args.overrides) + dashed_overrides(getattr(args, "extra", [])))
     if args.model is not None:
@@ -50,7 +53,7 @@ def resolve_config(args: argparse.Namespace):
     if args.data is not None:
         overrides["data"] = args.data
     config = update_config(config, overrides, "the command line")
-    model_info(config.model)  # an unknown model name fails here, with suggestions
+    eval_transform_for(config.model)  # an unknown model name fails here, with suggestions
     return config
 
 

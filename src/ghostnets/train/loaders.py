@@ -76,9 +76,9 @@ def _in_memory(file: Path | None, config: TrainConfig, context: Distributed) -> 
 def _image_folder(root: Path, config: TrainConfig, context: Distributed) -> RunData:
     from timm.data import create_transform
 
-    from ..registry import model_info
+    from ..registry import eval_transform_for
 
-    card = model_info(config.model).eval_transform
+    card = eval_transform_for(config.model)
     spec = InputSpec.from_crop_pct(config.img_size, config.crop_pct, config.interpolation, card.mean, card.std)
     train_transform = create_transform(
         config.img_size, is_training=True, hflip=config.hflip, color_jitter=config.color_jitter,
