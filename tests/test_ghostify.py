@@ -119,3 +119,16 @@ def test_cli_ghostify_prints_table_and_saves(tmp_path, capsys):
     assert "--force" in capsys.readouterr().err
     assert main(["ghostify", "--model", "resnet56_cifar", "--ratio", "1"]) == 2
     assert "ratio" in capsys.readouterr().err
+
+
+def test_training_form_file_loads_in_deploy_form(tmp_path):
+    ghosted = randomize_bn(ghostify(ghostnets.create_model("resnet56_cifar"))).eval()
+    path = ghostnets.save_checkpoint(ghosted, tmp_path / "g.safetensors", class_names=list("abcdefghij"))
+    deployed = ghostnets.create_model(checkpoint_path=path, deploy=True)
+    assert deployed.deploy and deployed.class_names == list("abcdefghij")
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(deployed(x), ghosted(x), rtol=1e-4, atol=1e-4)
+    ghostnets.save_checkpoint(deployed, path)
+    with pytest.raises(ghostnets.CheckpointError, match="deploy=True"):
+        ghostnets.create_model(checkpoint_path=path, deploy=False)

@@ -67,11 +67,16 @@ def create_model(
     if deploy is not None:
         kwargs["deploy"] = deploy
     edits = meta.get("edits") if meta.get("model") == name else None
-    if edits:  # a ghostified or pruned model: build the base in training form, replay the edits, then deploy
-        deploy_form = kwargs.pop("deploy", False)
+    deploy_after_loading = False
+    if edits:  # a ghostified or pruned model: the base in training form, the edits replayed, then the file's form
+        want_deploy = kwargs.pop("deploy", False)
         model = apply_edits(build_model(name, **kwargs), edits)
-        if deploy_form:
+        if meta.get("deploy"):
+            if not want_deploy:
+                raise CheckpointError(f"{checkpoint_path} holds the deploy form (BatchNorms folded); it cannot be "
+                                      "loaded as the training form: load it with deploy=True")
             model = reparameterize(model)
+        deploy_after_loading = want_deploy and not meta.get("deploy")
     else:
         model = build_model(name, **kwargs)
     if features_only:
@@ -79,4 +84,8 @@ def create_model(
     if state_dict is not None:
         model = load_weights(model, state_dict, source=checkpoint_path)
         model.class_names = meta.get("class_names")
+    if deploy_after_loading:
+        class_names = model.class_names
+        model = reparameterize(model)
+        model.class_names = class_names
     return model

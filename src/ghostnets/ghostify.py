@@ -13,12 +13,11 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-import torch
 from torch import nn
 
 from .edits import record_edit
 from .layers.ghost_conv import GhostConv2d
-from .profile.counting import count_madds, count_params
+from .profile.counting import conv_madds, conv_output_sizes, count_madds, count_params
 from .table import format_table
 
 FIRST_CONV = "first conv"
@@ -106,37 +105,16 @@ def _resolve_skip(names: list[str], skip: Sequence[str]) -> set[str]:
 
 def _output_sizes(model: nn.Module, convs: dict[str, nn.Module], input_size: tuple[int, int], in_chans: int):
     """Each conv's output H x W for one image of ``input_size``, or ``None`` if the model does not run on it."""
-    sizes: dict[str, tuple[int, int]] = {}
-
-    def record(name: str):
-        def hook(module: nn.Module, args: tuple, out: torch.Tensor) -> None:  # returns None: the output is kept
-            sizes.setdefault(name, tuple(out.shape[-2:]))
-        return hook
-
-    hooks = [m.register_forward_hook(record(name)) for name, m in convs.items()]
-    param = next(model.parameters())
-    was_training = model.training
     try:
-        with torch.no_grad():
-            model.eval()(torch.zeros(1, in_chans, *input_size, dtype=param.dtype, device=param.device))
+        return conv_output_sizes(model, convs, input_size, in_chans)
     except Exception as e:  # the model wants another input: counts without MAdds
         warnings.warn(f"ghostify: could not run the model on a 1x{in_chans}x{input_size[0]}x{input_size[1]} input "
                       f"to count MAdds ({type(e).__name__}: {e}); pass input_size=(H, W)", stacklevel=3)
         return None
-    finally:
-        model.train(was_training)
-        for h in hooks:
-            h.remove()
-    return sizes
-
-
-def _conv_madds(conv: nn.Conv2d, hw: tuple[int, int]) -> int:
-    k = conv.kernel_size
-    return hw[0] * hw[1] * conv.out_channels * (conv.in_channels // conv.groups) * k[0] * k[1]
 
 
 def _ghost_madds(ghost: GhostConv2d, hw: tuple[int, int]) -> int:
-    return sum(_conv_madds(seq[0], hw) for seq in (ghost.primary_conv, ghost.cheap_operation))
+    return sum(conv_madds(seq[0], hw) for seq in (ghost.primary_conv, ghost.cheap_operation))
 
 
 def _set_submodule(root: nn.Module, path: str, module: nn.Module) -> None:
@@ -185,7 +163,7 @@ def ghostify(
     summary = GhostifyReport(ratio, dw_size, size if sizes is not None else None)
     for name, conv in convs.items():
         hw = sizes.get(name) if sizes is not None else None
-        before = _conv_madds(conv, hw) if hw else None
+        before = conv_madds(conv, hw) if hw else None
         reason = "skipped" if name in skipped else _skip_reason(conv)
         if reason:
             summary.layers.append(LayerChange(name, _describe(conv), count_params(conv), count_params(conv), before,

@@ -33,3 +33,33 @@ def count_madds(
     finally:
         model.train(was_training)
     return counter.get_total_flops() // 2
+
+
+def conv_output_sizes(model: nn.Module, convs: dict[str, nn.Module], input_size: tuple[int, int],
+                      in_chans: int) -> dict[str, tuple[int, int]]:
+    """Output H x W of each of ``convs`` (name -> module of ``model``) for one zero image of ``input_size``."""
+    sizes: dict[str, tuple[int, int]] = {}
+
+    def record(name: str):
+        def hook(module: nn.Module, args: tuple, out: torch.Tensor) -> None:  # returns None: the output is kept
+            sizes.setdefault(name, tuple(out.shape[-2:]))
+        return hook
+
+    hooks = [m.register_forward_hook(record(name)) for name, m in convs.items()]
+    param = next(model.parameters())
+    was_training = model.training
+    try:
+        with torch.no_grad():
+            model.eval()(torch.zeros(1, in_chans, *input_size, dtype=param.dtype, device=param.device))
+    finally:
+        model.train(was_training)
+        for h in hooks:
+            h.remove()
+    return sizes
+
+
+def conv_madds(conv: nn.Conv2d, hw: tuple[int, int], out_chs: int | None = None, in_chs: int | None = None) -> int:
+    """Multiply-adds of ``conv`` with output size ``hw`` (optionally with other channel counts): H W C_out C_in/g k k."""
+    out_chs = conv.out_channels if out_chs is None else out_chs
+    in_chs = conv.in_channels if in_chs is None else in_chs
+    return hw[0] * hw[1] * out_chs * (in_chs // conv.groups) * conv.kernel_size[0] * conv.kernel_size[1]
