@@ -59,7 +59,7 @@ def conv_output_sizes(model: nn.Module, convs: dict[str, nn.Module], input_size:
 
 
 def conv_madds(conv: nn.Conv2d, hw: tuple[int, int], out_chs: int | None = None, in_chs: int | None = None) -> int:
-    """Multiply-adds of ``conv`` with output size ``hw`` (optionally with other channel counts): H W C_out C_in/g k k."""
+    """Multiply-adds of ``conv`` with output ``hw`` (optionally other channel counts): H W C_out C_in/g k_h k_w."""
     out_chs = conv.out_channels if out_chs is None else out_chs
     in_chs = conv.in_channels if in_chs is None else in_chs
     return hw[0] * hw[1] * out_chs * (in_chs // conv.groups) * conv.kernel_size[0] * conv.kernel_size[1]
