@@ -33,6 +33,8 @@ from common import command_line, environment, write_section  # noqa: E402
 
 BASELINE, GHOST = "resnet56_cifar", "ghost_resnet56_cifar_s2"
 ROWS = ("ResNet-56", "Ghost-ResNet-56 (s=2)", "CP-ResNet-56 (channel pruning)")
+# the pruned model trains twice (the baseline, then the fine-tune): these rows give the others the same total epochs
+EQUAL_BUDGET_ROWS = ("ResNet-56, 2x epochs", "Ghost-ResNet-56 (s=2), 2x epochs")
 
 
 def subset(out: Path, per_class: int) -> Path:
@@ -47,11 +49,13 @@ def subset(out: Path, per_class: int) -> Path:
     return path
 
 
-def config(args: argparse.Namespace, model: str, data: Path, seed: int, initial: Path | None = None) -> TrainConfig:
+def config(args: argparse.Namespace, model: str, data: Path, seed: int, initial: Path | None = None,
+           epochs: int | None = None) -> TrainConfig:
     """The paper's CIFAR recipe (SGD 0.9, lr 0.1 at batch 128, wd 1e-4), shortened to ``epochs`` with a cosine decay."""
+    epochs = epochs or args.epochs
     return update_config(load_recipe("cifar"), {
-        "model": model, "data": str(data), "epochs": args.epochs, "sched": "cosine", "decay_milestones": None,
-        "warmup_epochs": 0.2, "seed": seed, "eval_every": args.epochs, "threads": args.threads,
+        "model": model, "data": str(data), "epochs": epochs, "sched": "cosine", "decay_milestones": None,
+        "warmup_epochs": 0.2, "seed": seed, "eval_every": epochs, "threads": args.threads,
         "initial_checkpoint": str(initial) if initial else None}, "plug_and_play.py")
 
 
@@ -84,19 +88,26 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--runs", type=int, default=200, help="timed batch-1 runs per model and runtime")
     parser.add_argument("--out", type=Path, default=Path("runs/plug_and_play"))
+    parser.add_argument("--equal-budget", action="store_true",
+                        help="also train ResNet-56 and Ghost-ResNet-56 for 2x epochs, the pruned pipeline's total")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
     data = subset(args.out, args.per_class)
     target = ghostnets.count_madds(ghostnets.create_model(GHOST, in_chans=1), 32)
-    top1: dict[str, list[float]] = {row: [] for row in ROWS}
-    seconds: dict[str, list[float]] = {row: [] for row in ROWS}
+    rows = ROWS + (EQUAL_BUDGET_ROWS if args.equal_budget else ())
+    top1: dict[str, list[float]] = {row: [] for row in rows}
+    seconds: dict[str, list[float]] = {row: [] for row in rows}
     finals: dict[str, Path] = {}
     started = time.time()
     for seed in args.seeds:
         base_dir, ghost_dir, pruned_dir = (args.out / f"seed{seed}" / d for d in ("resnet56", "ghost", "pruned"))
-        for row, model, out in ((ROWS[0], BASELINE, base_dir), (ROWS[1], GHOST, ghost_dir)):
-            summary = run(config(args, model, data, seed), out)
+        runs = [(ROWS[0], BASELINE, base_dir, args.epochs), (ROWS[1], GHOST, ghost_dir, args.epochs)]
+        if args.equal_budget:
+            runs += [(EQUAL_BUDGET_ROWS[0], BASELINE, base_dir.with_name("resnet56_2x"), 2 * args.epochs),
+                     (EQUAL_BUDGET_ROWS[1], GHOST, ghost_dir.with_name("ghost_2x"), 2 * args.epochs)]
+        for row, model, out, epochs in runs:
+            summary = run(config(args, model, data, seed, epochs=epochs), out)
             top1[row].append(summary["final_top1"])
             seconds[row].append(summary["train_seconds"])
             finals[row] = out / "last.safetensors"
@@ -129,13 +140,14 @@ def main() -> None:
         f"and flips); top-1 after the last epoch on the 10,000 held-out images, seeds {args.seeds}. CP-ResNet-56: "
         f"the trained ResNet-56 of the same seed channel-pruned (LASSO channel selection + least-squares "
         f"reconstruction, {args.calib} calibration images) to the Ghost version's MAdds, then fine-tuned with the "
-        f"same recipe and epochs. Latency: deploy form (BN folded), batch 1, {args.threads} threads, median of "
-        f"{args.runs} runs, all six timed interleaved; ratio = ResNet-56's time / this model's.", "",
+        f"same recipe and epochs, so it trains twice as long in all; the `2x epochs` rows (with --equal-budget) give "
+        f"the other two the same total. Latency: deploy form (BN folded), batch 1, {args.threads} threads, median of "
+        f"{args.runs} runs, every model and runtime timed interleaved; ratio = ResNet-56's time / this model's.", "",
         "| model | params | MAdds | top-1 per seed | top-1 mean | train s (mean) | eager ms | ORT ms | speed-up "
         "eager / ORT |",
         "|---|---:|---:|---|---:|---:|---:|---:|---:|",
     ]
-    for row in ROWS:
+    for row in rows:
         m, t = models[row], times[row]
         lines.append(
             f"| {row} | {ghostnets.count_params(m):,} | {ghostnets.count_madds(m, 32) / 1e6:.1f}M | "
