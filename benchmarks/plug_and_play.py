@@ -97,7 +97,6 @@ def main() -> None:
     target = ghostnets.count_madds(ghostnets.create_model(GHOST, in_chans=1), 32)
     rows = ROWS + (EQUAL_BUDGET_ROWS if args.equal_budget else ())
     top1: dict[str, list[float]] = {row: [] for row in rows}
-    seconds: dict[str, list[float]] = {row: [] for row in rows}
     finals: dict[str, Path] = {}
     started = time.time()
     for seed in args.seeds:
@@ -109,7 +108,6 @@ def main() -> None:
         for row, model, out, epochs in runs:
             summary = run(config(args, model, data, seed, epochs=epochs), out)
             top1[row].append(summary["final_top1"])
-            seconds[row].append(summary["train_seconds"])
             finals[row] = out / "last.safetensors"
         pruned_init = args.out / f"seed{seed}" / "pruned_init.safetensors"
         if not pruned_init.exists():
@@ -124,7 +122,6 @@ def main() -> None:
             ghostnets.save_checkpoint(pruned, pruned_init, class_names=trained.class_names)
         summary = run(config(args, BASELINE, data, seed, initial=pruned_init), pruned_dir)
         top1[ROWS[2]].append(summary["final_top1"])
-        seconds[ROWS[2]].append(summary["train_seconds"])
         finals[ROWS[2]] = pruned_dir / "last.safetensors"
 
     models = {row: ghostnets.create_model(checkpoint_path=path).eval() for row, path in finals.items()}
@@ -143,16 +140,15 @@ def main() -> None:
         f"same recipe and epochs, so it trains twice as long in all; the `2x epochs` rows (with --equal-budget) give "
         f"the other two the same total. Latency: deploy form (BN folded), batch 1, {args.threads} threads, median of "
         f"{args.runs} runs, every model and runtime timed interleaved; ratio = ResNet-56's time / this model's.", "",
-        "| model | params | MAdds | top-1 per seed | top-1 mean | train s (mean) | eager ms | ORT ms | speed-up "
-        "eager / ORT |",
-        "|---|---:|---:|---|---:|---:|---:|---:|---:|",
+        "| model | params | MAdds | top-1 per seed | top-1 mean | eager ms | ORT ms | speed-up eager / ORT |",
+        "|---|---:|---:|---|---:|---:|---:|---:|",
     ]
     for row in rows:
         m, t = models[row], times[row]
         lines.append(
             f"| {row} | {ghostnets.count_params(m):,} | {ghostnets.count_madds(m, 32) / 1e6:.1f}M | "
             f"{', '.join(f'{a:.2f}' for a in top1[row])} | {statistics.mean(top1[row]):.2f} | "
-            f"{statistics.mean(seconds[row]):.0f} | {t['eager']:.2f} | {t['onnxruntime']:.2f} | "
+            f"{t['eager']:.2f} | {t['onnxruntime']:.2f} | "
             f"{base_ms['eager'] / t['eager']:.2f}x / {base_ms['onnxruntime'] / t['onnxruntime']:.2f}x |")
     body = "\n".join(lines)
     write_section("plug_and_play", body)
