@@ -98,7 +98,7 @@ def main() -> None:
     rows = ROWS + (EQUAL_BUDGET_ROWS if args.equal_budget else ())
     top1: dict[str, list[float]] = {row: [] for row in rows}
     finals: dict[str, Path] = {}
-    started = time.time()
+    train_seconds = 0.0
     for seed in args.seeds:
         base_dir, ghost_dir, pruned_dir = (args.out / f"seed{seed}" / d for d in ("resnet56", "ghost", "pruned"))
         runs = [(ROWS[0], BASELINE, base_dir, args.epochs), (ROWS[1], GHOST, ghost_dir, args.epochs)]
@@ -107,6 +107,7 @@ def main() -> None:
                      (EQUAL_BUDGET_ROWS[1], GHOST, ghost_dir.with_name("ghost_2x"), 2 * args.epochs)]
         for row, model, out, epochs in runs:
             summary = run(config(args, model, data, seed, epochs=epochs), out)
+            train_seconds += summary["train_seconds"]
             top1[row].append(summary["final_top1"])
             finals[row] = out / "last.safetensors"
         pruned_init = args.out / f"seed{seed}" / "pruned_init.safetensors"
@@ -121,6 +122,7 @@ def main() -> None:
             print(f"pruned in {time.time() - t0:.0f} s")
             ghostnets.save_checkpoint(pruned, pruned_init, class_names=trained.class_names)
         summary = run(config(args, BASELINE, data, seed, initial=pruned_init), pruned_dir)
+        train_seconds += summary["train_seconds"]
         top1[ROWS[2]].append(summary["final_top1"])
         finals[ROWS[2]] = pruned_dir / "last.safetensors"
 
@@ -129,8 +131,8 @@ def main() -> None:
     base_ms = times[ROWS[0]]
     lines = [
         "## Plug-and-play: Ghost modules vs channel pruning (ResNet-56, bundled Fashion-MNIST)", "",
-        f"Machine: {environment(args.threads)}. Regenerate: `{command_line()}` ({(time.time() - started) / 60:.0f} "
-        "min; finished runs in `--out` are reused).", "",
+        f"Machine: {environment(args.threads)}. Regenerate: `{command_line()}` ({train_seconds / 60:.0f} min of "
+        "training on this shared machine; finished runs in `--out` are reused).", "",
         f"Each model trained with the paper's CIFAR recipe (SGD momentum 0.9, lr 0.1 at batch 128, weight decay "
         f"1e-4) cut to {args.epochs} epochs with a cosine decay, on {args.per_class} training images per class "
         f"({10 * args.per_class:,} of 60,000: the CPU budget), 32 px (28x28 in a 32x32 canvas, random placement "
