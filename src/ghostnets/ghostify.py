@@ -17,7 +17,7 @@ from torch import nn
 
 from .edits import record_edit
 from .layers.ghost_conv import GhostConv2d
-from .profile.counting import conv_madds, conv_output_sizes, count_madds, count_params
+from .profile.counting import conv_madds, conv_output_sizes, count_madds, count_params, madds_input_size
 from .table import format_table
 
 FIRST_CONV = "first conv"
@@ -117,11 +117,6 @@ def _ghost_madds(ghost: GhostConv2d, hw: tuple[int, int]) -> int:
     return sum(conv_madds(seq[0], hw) for seq in (ghost.primary_conv, ghost.cheap_operation))
 
 
-def _set_submodule(root: nn.Module, path: str, module: nn.Module) -> None:
-    parent, _, name = path.rpartition(".")
-    setattr(root.get_submodule(parent) if parent else root, name, module)
-
-
 def ghost_conv_like(conv: nn.Conv2d, ratio: int, dw_size: int, keep_bn: bool) -> GhostConv2d:
     """A Ghost module that takes ``conv``'s place: same channels and kernel; stride/padding/dilation on the primary."""
     ghost = GhostConv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
@@ -156,7 +151,7 @@ def ghostify(
     skipped = _resolve_skip(list(convs), skip)
     first = next(iter(convs.values()))
     in_chans = first.in_channels
-    size = _input_size(model, input_size)
+    size = madds_input_size(model, input_size)
     sizes = _output_sizes(model, convs, size, in_chans) if report else None
 
     ghosted = copy.deepcopy(model)
@@ -170,7 +165,7 @@ def ghostify(
                                              before, reason))
             continue
         ghost = ghost_conv_like(conv, ratio, dw_size, keep_bn)
-        _set_submodule(ghosted, name, ghost)
+        ghosted.set_submodule(name, ghost)
         summary.layers.append(LayerChange(name, _describe(conv), count_params(conv), count_params(ghost), before,
                                          _ghost_madds(ghost, hw) if hw else None))
     summary.params_before, summary.params_after = count_params(model), count_params(ghosted)
@@ -180,10 +175,3 @@ def ghostify(
     record_edit(ghosted, model, "ghostify", dict(ratio=ratio, dw_size=dw_size, skip=list(skip), keep_bn=keep_bn))
     ghosted.ghostify_report = summary
     return ghosted
-
-
-def _input_size(model: nn.Module, input_size: int | tuple[int, int] | None) -> tuple[int, int]:
-    if input_size is not None:
-        return (input_size, input_size) if isinstance(input_size, int) else tuple(input_size)
-    default = getattr(model, "default_input_size", None)
-    return tuple(default) if default else (224, 224)

@@ -35,11 +35,11 @@ import torchvision.models.resnet as tv_resnet
 from torch import nn
 
 from ..edits import record_edit
-from ..errors import CheckpointError, GhostnetsError, UnknownModelError
+from ..errors import CheckpointError, GhostnetsError
 from ..layers.conv_bn_act import ConvSequence
 from ..models import FeatureListNet
 from ..models.resnet import BasicBlock, Bottleneck
-from ..profile.counting import conv_madds, conv_output_sizes, count_madds
+from ..profile.counting import conv_madds, conv_output_sizes, count_madds, madds_input_size
 from ..table import format_table
 
 # Residual blocks whose branch is conv1 -> bn1 -> relu -> conv2 [-> bn2 -> relu -> conv3]: (A, its BN, B) per pair
@@ -229,19 +229,6 @@ def apply_pruned_widths(model: nn.Module, widths: dict[str, int]) -> nn.Module:
                                   f"{channels} channels")
         _cut(pruned, pairs[name], torch.arange(k))
     return _finish(pruned, model, widths)
-
-
-def _input_size(model: nn.Module, input_size: int | tuple[int, int] | None) -> tuple[int, int]:
-    """The input size MAdds are counted at: ``input_size``, else the model card's, else the model's, else 224."""
-    if input_size is not None:
-        return (input_size, input_size) if isinstance(input_size, int) else tuple(input_size)
-    from ..registry import model_info
-
-    try:
-        return tuple(model_info(model.model_name).eval_transform.input_size[1:])
-    except (AttributeError, UnknownModelError, KeyError):
-        default = getattr(model, "default_input_size", None)
-        return tuple(default) if default else (224, 224)
 
 
 def _madds_function(model: nn.Module, pairs: list[PrunePair], size: tuple[int, int]):
@@ -490,7 +477,7 @@ def prune_channels(model: nn.Module, target_madds: int, calib: torch.Tensor, *,
                    input_size: int | tuple[int, int] | None = None, seed: int = 0,
                    samples_per_image: int = 10) -> nn.Module:
     """Return a pruned copy of ``model`` (eval mode) with at most ``target_madds`` multiply-adds at ``input_size``
-    (default: the model card's input size, else the model's, else 224), by He et al.'s LASSO channel selection and
+    (default: the model's own input size, 32 px for CIFAR models, else 224), by He et al.'s LASSO channel selection and
     least-squares reconstruction on ``calib`` (a preprocessed float batch, N x C x H x W). ``model`` is untouched.
     The result carries ``.prune_report`` (:class:`PruneReport`) and records its widths for checkpoints."""
     pairs = _check_model(model)
@@ -500,7 +487,7 @@ def prune_channels(model: nn.Module, target_madds: int, calib: torch.Tensor, *,
         raise PruneError(f"samples_per_image must be an integer >= 1, got {samples_per_image!r}")
     target = int(target_madds)
     calib = _check_calib(calib, model)
-    size = _input_size(model, input_size)
+    size = madds_input_size(model, input_size)
     madds, base = _madds_function(model, pairs, size)
     if target >= base:
         raise PruneError(f"the model has {base / 1e6:.2f}M MAdds at {size[0]}x{size[1]}, already <= the target "

@@ -21,11 +21,6 @@ class _ConvLeafTracer(fx.Tracer):
         return absorbs_batchnorm(m) or super().is_leaf_module(m, qualname)
 
 
-def _set_submodule(root: nn.Module, path: str, module: nn.Module) -> None:
-    parent, _, name = path.rpartition(".")
-    setattr(root.get_submodule(parent) if parent else root, name, module)
-
-
 def _fold_traced_batchnorms(model: nn.Module) -> None:
     """Fold each BatchNorm whose input is a conv's (or Ghost module's) only output, in any model ``torch.fx`` traces
     (torchvision's ResNet/VGG/MobileNet, ghostified models, most user models). Raises if FX cannot trace it."""
@@ -40,8 +35,8 @@ def _fold_traced_batchnorms(model: nn.Module) -> None:
             continue
         producer = model.get_submodule(source.target)
         if absorbs_batchnorm(producer):
-            _set_submodule(model, source.target, fold_bn(producer, model.get_submodule(node.target)))
-            _set_submodule(model, node.target, nn.Identity())
+            model.set_submodule(source.target, fold_bn(producer, model.get_submodule(node.target)))
+            model.set_submodule(node.target, nn.Identity())
 
 
 def _batchnorms(model: nn.Module) -> list[str]:

@@ -40,6 +40,15 @@ def fold_bn(conv: nn.Module, bn: nn.BatchNorm2d) -> nn.Module:
     return fused
 
 
+def init_conv_weights(module: nn.Module) -> None:
+    """He (fan-out) initialisation of every conv in ``module``, zero biases: the official GhostNet/ResNet init."""
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+
 def fuse_tree(module: nn.Module) -> nn.Module:
     """Call every ``fuse()`` in ``module``'s tree, children before parents, in place; returns the fused root."""
     for name, child in list(module.named_children()):

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..layers.conv_bn_act import fuse_tree
+from ..layers.conv_bn_act import fuse_tree, init_conv_weights
 from ..layers.ghost_conv import GhostConv2d
 from .input_check import prepare_input
 from .skeleton import check_arguments
@@ -47,14 +47,7 @@ class PlainClassifier(nn.Module):
         self.num_features = num_features
         self.global_pool = nn.AdaptiveAvgPool2d(1)
         setattr(self, self.head_name, self.make_head(self.num_classes))
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        init_conv_weights(self)  # BatchNorm and Linear keep PyTorch's (and torchvision's) defaults
         if deploy:  # built in training form, then folded: the deploy layout reparameterize produces
             fuse_tree(self)
         self.use_channels_last(self.channels_last)

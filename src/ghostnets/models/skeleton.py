@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..layers import ConvBnAct, conv_norm, make_divisible
-from ..layers.conv_bn_act import fold_named_pairs, is_identity
+from ..layers.conv_bn_act import fold_named_pairs, init_conv_weights, is_identity
 from ..layers.deploy_conv import fuse_relu
 from .input_check import prepare_input
 
@@ -105,12 +105,9 @@ class GhostFamilyNet(nn.Module):
         self.use_channels_last(channels_last)
 
     def _init_weights(self) -> None:
+        init_conv_weights(self)
         for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
+            if isinstance(m, nn.Linear):
                 nn.init.normal_(m.weight, 0, 0.01)
                 nn.init.zeros_(m.bias)
 

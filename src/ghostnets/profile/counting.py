@@ -35,6 +35,15 @@ def count_madds(
     return counter.get_total_flops() // 2
 
 
+def madds_input_size(model: nn.Module, input_size: int | tuple[int, int] | None = None) -> tuple[int, int]:
+    """Where to count a model's MAdds: ``input_size`` (one side or H, W), else the model's ``default_input_size``
+    (32x32 for the CIFAR models), else 224x224, the ImageNet cards' size."""
+    if input_size is not None:
+        return (input_size, input_size) if isinstance(input_size, int) else tuple(input_size)
+    default = getattr(model, "default_input_size", None)
+    return tuple(default) if default else (224, 224)
+
+
 def conv_output_sizes(model: nn.Module, convs: dict[str, nn.Module], input_size: tuple[int, int],
                       in_chans: int) -> dict[str, tuple[int, int]]:
     """Output H x W of each of ``convs`` (name -> module of ``model``) for one zero image of ``input_size``."""
