@@ -8,13 +8,14 @@ import platform
 import re
 import statistics
 import sys
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
 
-from ghostnets.profile.machine import cpu_name
+from ghostnets.measure.machine import cpu_name
+from ghostnets.runtime import timing as runtime_timing
+from ghostnets.runtime.timing import p90  # noqa: F401  (the scripts' one p90)
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCHMARKS_MD = ROOT / "BENCHMARKS.md"
@@ -31,17 +32,8 @@ def environment(threads: int) -> str:
 
 
 def time_interleaved(fns: dict[str, Callable[[], object]], runs: int, warmup: int) -> dict[str, list[float]]:
-    """Time each callable ``runs`` times in round-robin order (so drift of the machine hits all alike), in ms."""
-    for fn in fns.values():
-        for _ in range(warmup):
-            fn()
-    times: dict[str, list[float]] = {k: [] for k in fns}
-    for _ in range(runs):
-        for key, fn in fns.items():
-            start = time.perf_counter()
-            fn()
-            times[key].append((time.perf_counter() - start) * 1e3)
-    return times
+    """ghostnets' timing harness, one call each in turn (round-robin): the paired ratios need the same rounds."""
+    return runtime_timing.time_interleaved(fns, runs, warmup, block=1, pause_s=0.0)
 
 
 def median(xs: Sequence[float]) -> float:
@@ -52,10 +44,6 @@ def paired_ratio(a: Sequence[float], b: Sequence[float]) -> float:
     """Median over rounds of a_i / b_i: timings taken in the same round share the machine's state at that moment,
     so their ratio is steadier than a ratio of medians on a noisy (virtualised) machine."""
     return statistics.median(x / y for x, y in zip(a, b))
-
-
-def p90(xs: Sequence[float]) -> float:
-    return statistics.quantiles(xs, n=10)[-1]
 
 
 def write_section(name: str, body: str) -> None:

@@ -21,18 +21,11 @@ from pathlib import Path
 import torch
 
 import ghostnets
+from ghostnets.data.samples import calibration_images, held_out_images
 from ghostnets.data.transforms import InputSpec
-from ghostnets.deploy import randomize_batchnorm
-from ghostnets.profile.latency import BASELINES as BASELINE_TOP1
-from ghostnets.profile.latency import (
-    RuntimeContext,
-    build_baseline,
-    build_runtime,
-    deploy_form,
-    onnx_session,
-    openvino_model,
-    time_interleaved,
-)
+from ghostnets.measure.bench import BASELINES as BASELINE_TOP1
+from ghostnets.runtime import RuntimeContext, build_runtime, deploy_form, onnx_runner, openvino_runner, time_interleaved
+from ghostnets.transforms import randomize_batchnorm
 
 from common import environment, write_section
 
@@ -52,11 +45,8 @@ def timm_callables(name: str, weights: dict, workdir: Path, threads: int) -> dic
         warnings.simplefilter("ignore")
         torch.onnx.export(model, (torch.randn(1, 3, 224, 224),), str(path), opset_version=17,
                           input_names=["input"], output_names=["logits"], dynamo=False)
-    session = onnx_session(path, threads)
-    compiled = openvino_model(path, (1, 3, 224, 224), threads)
-    request, output = compiled.create_infer_request(), compiled.output(0)
-    return {"timm onnxruntime": lambda x: session.run(["logits"], {"input": x})[0],
-            "timm openvino": lambda x: request.infer([x], share_inputs=True)[output]}
+    return {"timm onnxruntime": onnx_runner(path, threads),
+            "timm openvino": openvino_runner(path, shape=(1, 3, 224, 224), threads=threads)}
 
 
 def main() -> int:
@@ -68,7 +58,6 @@ def main() -> int:
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    from ghostnets.deploy.quantize import calibration_images, held_out_images
 
     spec = InputSpec()
     calib, held_out = calibration_images(spec, None, args.calib), held_out_images(spec, None, args.calib)
@@ -80,11 +69,11 @@ def main() -> int:
         # logits are not all near zero (no trained ImageNet weights can be fetched here)
         model = randomize_batchnorm(ghostnets.create_model(name).eval(), seed=1)
         deployed = deploy_form(model)
-        context = RuntimeContext(workdir, spec=spec, calib=calib, held_out=held_out, threads=args.threads)
+        context = RuntimeContext(workdir, calib=calib, held_out=held_out, threads=args.threads)
         fns = {f"ghostnets {rt}": build_runtime(rt, deployed, (1, 3, 224, 224), threads=args.threads,
                                                  context=context) for rt in (*FLOAT_RUNTIMES, "int8")}
         fns.update(timm_callables(name, model.state_dict(), workdir, args.threads))
-        times = time_interleaved(fns, x, args.runs, args.warmup)
+        times = time_interleaved({k: (lambda f=f: f(x)) for k, f in fns.items()}, args.runs, args.warmup)
         ms = {k: statistics.median(v) for k, v in times.items()}
         ours = min(ms[f"ghostnets {rt}"] for rt in FLOAT_RUNTIMES)
         theirs = min(ms["timm onnxruntime"], ms["timm openvino"])
@@ -100,11 +89,11 @@ def main() -> int:
         print(rows[-1], file=sys.stderr, flush=True)
     base_rows = []
     for name in (*MODELS, *BASELINES):
-        model = build_baseline(name) if name.startswith("tv:") else ghostnets.create_model(name).eval()
+        model = ghostnets.create_model(name).eval()
         deployed = deploy_form(model)
         fns = {rt: build_runtime(rt, deployed, (1, 3, 224, 224), threads=args.threads,
                                  context=RuntimeContext(workdir)) for rt in FLOAT_RUNTIMES}
-        times = time_interleaved(fns, x, args.runs // 2, args.warmup)
+        times = time_interleaved({k: (lambda f=f: f(x)) for k, f in fns.items()}, args.runs // 2, args.warmup)
         ms = {k: statistics.median(v) for k, v in times.items()}
         madds = ghostnets.count_madds(model) / 1e6
         top1 = BASELINE_TOP1[name.removeprefix("tv:")] if name.startswith("tv:") else ghostnets.model_info(name).top1

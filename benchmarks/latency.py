@@ -1,6 +1,6 @@
 """Batch-1 CPU latency of every ghostnets model (training and deploy form) beside timm's port, in one run.
 
-Protocol (REFERENCE.md section 9): eval mode, torch.inference_mode, fixed thread count, warm-up, then median and p90
+Protocol (docs/reference.md §9): eval mode, torch.inference_mode, fixed thread count, warm-up, then median and p90
 over the runs; the three variants of a model are timed round-robin so machine drift hits them alike.
 Targets: ghostnets eager / timm eager <= 1.0 for every model; deploy form / training form <= 0.8.
 Writes the `latency` section of BENCHMARKS.md.

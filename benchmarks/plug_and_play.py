@@ -23,9 +23,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import ghostnets  # noqa: E402
 from ghostnets.data.fashion_mnist import fetch_fashion_mnist  # noqa: E402
+from ghostnets.data.samples import calibration_images  # noqa: E402
 from ghostnets.data.transforms import FASHION_MNIST_INPUT  # noqa: E402
-from ghostnets.deploy.quantize import calibration_images  # noqa: E402
-from ghostnets.profile.latency import build_runtime, summarize, time_interleaved  # noqa: E402
+from ghostnets.runtime import build_runtime, summarize, time_interleaved  # noqa: E402
 from ghostnets.train import TrainConfig, train  # noqa: E402
 from ghostnets.train.config import load_recipe, update_config  # noqa: E402
 
@@ -71,7 +71,7 @@ def latency(models: dict[str, torch.nn.Module], threads: int, runs: int) -> dict
     batch = np.random.default_rng(0).standard_normal((1, 1, 32, 32)).astype(np.float32)
     fns = {(name, rt): build_runtime(rt, ghostnets.reparameterize(m.eval()), batch.shape, threads=threads)
            for name, m in models.items() for rt in ("eager", "onnxruntime")}
-    times = time_interleaved({f"{n}|{rt}": fn for (n, rt), fn in fns.items()}, batch, runs, warmup=10)
+    times = time_interleaved({f"{n}|{rt}": (lambda fn=fn: fn(batch)) for (n, rt), fn in fns.items()}, runs, warmup=10)
     out: dict[str, dict[str, float]] = {}
     for key, ts in times.items():
         name, rt = key.split("|")
@@ -112,15 +112,15 @@ def main() -> None:
             finals[row] = out / "last.safetensors"
         pruned_init = args.out / f"seed{seed}" / "pruned_init.safetensors"
         if not pruned_init.exists():
-            from ghostnets.deploy.prune import prune_channels
+            from ghostnets.transforms import prune_channels
 
             trained = ghostnets.create_model(checkpoint_path=base_dir / "last.safetensors")
             calib = calibration_images(FASHION_MNIST_INPUT, None, args.calib)
             t0 = time.time()
             pruned = prune_channels(trained, target, calib, seed=seed)
-            print(pruned.prune_report.table())
+            print(pruned.record.report.table())
             print(f"pruned in {time.time() - t0:.0f} s")
-            ghostnets.save_checkpoint(pruned, pruned_init, class_names=trained.class_names)
+            ghostnets.save_checkpoint(pruned, pruned_init)
         summary = run(config(args, BASELINE, data, seed, initial=pruned_init), pruned_dir)
         train_seconds += summary["train_seconds"]
         top1[ROWS[2]].append(summary["final_top1"])

@@ -78,6 +78,7 @@ def _cli(*args):
     return subprocess.run([sys.executable, "-m", "ghostnets", *args], capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow  # a subprocess
 def test_cli_errors_are_one_line(tmp_path):
     result = _cli("verify", "nope*")
     assert result.returncode == 1 and "no model matches" in result.stderr

@@ -10,25 +10,25 @@ import math
 import numpy as np
 import pytest
 import torch
+from torchvision.models import ShuffleNet_V2_X0_5_Weights
 
 import ghostnets
-import ghostnets.profile.latency as latency
+import ghostnets.runtime.runtimes as latency
 from ghostnets.cli import main
-from ghostnets.cli.bench import resolve_names
 from ghostnets.data.transforms import InputSpec
-from ghostnets.deploy import randomize_batchnorm
 from ghostnets.errors import UnknownModelError
-from ghostnets.profile import pareto_front
-from ghostnets.profile.latency import (
+from ghostnets.measure import pareto_front
+from ghostnets.measure.bench import resolve_names
+from ghostnets.measure.machine import MachineLimits
+from ghostnets.runtime import (
     RuntimeContext,
     RuntimeUnavailableError,
-    build_baseline,
     build_runtime,
     check_runtimes,
     deploy_form,
     measure,
 )
-from ghostnets.profile.machine import MachineLimits
+from ghostnets.transforms import randomize_batchnorm
 
 pytestmark = pytest.mark.runtimes  # run in their own pytest process: see the Makefile's test target
 
@@ -65,8 +65,8 @@ def test_names_resolve_to_registered_models_and_baselines():
     assert resolve_names(["repghostnet_0[58]*"]) == ["repghostnet_050", "repghostnet_058", "repghostnet_080"]
     with pytest.raises(UnknownModelError, match="no model matches 'ghostnet_0500'.*Did you mean"):
         resolve_names(["ghostnet_0500"])
-    with pytest.raises(ValueError, match="unknown baseline"):
-        build_baseline("tv:resnet50")
+    with pytest.raises(UnknownModelError, match="no model matches 'tv:resnet50'.*baselines: tv:mobilenet_v2"):
+        resolve_names(["tv:resnet50"])
 
 
 def _logits(module: torch.nn.Module, x: np.ndarray) -> np.ndarray:
@@ -79,14 +79,12 @@ def test_runtime_callables_compute_the_models_logits(kind, tmp_path):
     pytest.importorskip("onnxruntime")
     if kind == "ghostnets":  # BatchNorm that is not the identity, so a wrong fold on any path would show
         reference = randomize_batchnorm(ghostnets.create_model("ghostnet_050").eval(), seed=1)
-        spec = SPEC
     else:
-        reference = randomize_batchnorm(build_baseline("tv:shufflenet_v2_x0_5"), seed=1)
-        spec = None
+        reference = randomize_batchnorm(ghostnets.create_model("tv:shufflenet_v2_x0_5").eval(), seed=1)
     model = deploy_form(reference)
     x = torch.randn(3, 3, 64, 64, generator=torch.Generator().manual_seed(5)).numpy()
     expected = _logits(reference, x)  # the training form in eval mode: independent of every runtime
-    ctx = RuntimeContext(tmp_path, spec)
+    ctx = RuntimeContext(tmp_path)
     runtimes = ["eager", "onnxruntime"] + (["openvino"] if latency.importlib.util.find_spec("openvino") else [])
     for name in runtimes:
         got = build_runtime(name, model, x.shape, threads=2, context=ctx)(x)
@@ -99,7 +97,7 @@ def test_runtime_callables_compute_the_models_logits(kind, tmp_path):
 
 def test_measure_reports_median_p90_and_throughput():
     calls = []
-    result = measure(lambda x: calls.append(len(x)), np.zeros((4, 3, 8, 8), np.float32), warmup=2, runs=5)
+    result = measure(lambda: calls.append(1), 4, warmup=2, runs=5)
     assert len(calls) == 7 and set(result) == {"median_ms", "p90_ms", "images_per_s"}
     assert result["p90_ms"] >= result["median_ms"] > 0
     assert result["images_per_s"] == pytest.approx(4 / (result["median_ms"] / 1e3))
@@ -122,7 +120,8 @@ def test_bench_end_to_end_writes_rows_json_and_plots(tmp_path, capsys):
         assert not r["error"] and float(r["median_ms"]) > 0 and float(r["p90_ms"]) >= float(r["median_ms"])
         assert float(r["max_rel_diff"]) <= 1e-4  # each runtime's output on the timed batch against eager PyTorch
         assert float(r["bound_ms"]) > 0 and int(r["madds"]) > 0 and r["input_size"] == "64x64"
-    assert {r["top1"] for r in rows} == {str(ghostnets.model_info("ghostnet_050").top1), "60.552"}
+    torchvision_top1 = ShuffleNet_V2_X0_5_Weights.IMAGENET1K_V1.meta["_metrics"]["ImageNet-1K"]["acc@1"]
+    assert {float(r["top1"]) for r in rows} == {ghostnets.model_info("ghostnet_050").top1, torchvision_top1}
     assert json.loads(out.with_suffix(".json").read_text())[0]["model"] == "ghostnet_050"
     for runtime in ("eager", "onnxruntime"):
         for kind in ("latency_vs_madds", "accuracy_vs_latency"):

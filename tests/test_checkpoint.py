@@ -259,6 +259,7 @@ for w in caught:
 """
 
 
+@pytest.mark.slow  # a subprocess
 def test_fitting_checkpoint_loads_without_any_warning(tmp_path):
     """In a fresh interpreter: whether some warnings fire depends on what was imported before (numpy.core)."""
     path = tmp_path / "weights.pth"
@@ -467,9 +468,9 @@ def test_save_checkpoint_metadata_and_rebuild(tmp_path):
     assert meta["kwargs"]["drop_rate"] == pytest.approx(0.1)
 
     rebuilt = ghostnets.create_model(checkpoint_path=path)
-    assert rebuilt.model_name == "ghostnet_050"
+    assert rebuilt.record.name == "ghostnet_050"
     assert rebuilt.num_classes == 10 and rebuilt.in_chans == 1 and rebuilt.drop_rate == pytest.approx(0.1)
-    assert rebuilt.class_names == class_names
+    assert rebuilt.record.class_names == class_names
     x = _input(in_chans=1)
     _assert_close(_logits(rebuilt, x), _logits(model, x))
     _assert_differs(_logits(ghostnets.create_model("ghostnet_050", num_classes=10, in_chans=1), x), _logits(model, x))
@@ -532,7 +533,7 @@ def test_save_deploy_form_and_rebuild(tmp_path, name):
 
     rebuilt = ghostnets.create_model(checkpoint_path=path)
     assert rebuilt.deploy and not _has_bn(rebuilt)
-    assert rebuilt.num_classes == 7 and rebuilt.class_names == list("abcdefg")
+    assert rebuilt.num_classes == 7 and rebuilt.record.class_names == list("abcdefg")
     _assert_close(_logits(rebuilt), _logits(trained))
 
 

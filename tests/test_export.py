@@ -12,10 +12,11 @@ import pytest
 import torch
 
 import ghostnets
-import ghostnets.deploy.export as export_module
+import ghostnets.runtime.export as export_module
 from ghostnets.cli import main
 from ghostnets.data.transforms import InputSpec
-from ghostnets.deploy import ExportError, export_model, randomize_batchnorm
+from ghostnets.runtime import ExportError, export_model
+from ghostnets.transforms import randomize_batchnorm
 
 pytestmark = pytest.mark.runtimes  # run in their own pytest process: see the Makefile's test target
 
@@ -41,7 +42,7 @@ def reference(model: torch.nn.Module, x: torch.Tensor) -> np.ndarray:
 def test_ghostified_torchvision_model_exports(fmt, tmp_path):
     """The plug-and-play path end to end: ghostify a torchvision model, export; the file computes the training form
     (the Ghost modules' own BNs and the model's BNs after them all folded on the way)."""
-    from ghostnets.ghostify import ghostify
+    from ghostnets.transforms import ghostify
 
     model = randomize_batchnorm(ghostify(ghostnets.create_model("torchvision:resnet18", num_classes=5)).eval(), seed=3)
     out = tmp_path / ("m.onnx" if fmt == "onnx" else "m.xml")

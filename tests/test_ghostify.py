@@ -10,8 +10,8 @@ from torch import nn
 import ghostnets
 from conftest import randomize_bn
 from ghostnets.cli import main
-from ghostnets.ghostify import ghostify
-from ghostnets.layers import GhostConv2d
+from ghostnets.layers import GhostModule
+from ghostnets.transforms import ghostify
 
 
 class UserNet(nn.Module):
@@ -32,11 +32,11 @@ class UserNet(nn.Module):
 def test_user_model_replaced_and_kept_layers_reported():
     model = UserNet()
     ghosted = ghostify(model, input_size=(20, 24))
-    report = ghosted.ghostify_report
+    report = ghosted.record.report
     kept = {c.name: c.kept_because for c in report.kept}
     assert kept == {"stem": "skipped", "body.3": "depthwise", "body.4": "grouped (groups=4)"}
     assert [c.name for c in report.replaced] == ["body.0", "body.5"]
-    assert isinstance(ghosted.body[0], GhostConv2d) and isinstance(ghosted.body[5], GhostConv2d)
+    assert isinstance(ghosted.body[0], GhostModule) and isinstance(ghosted.body[5], GhostModule)
     assert type(model.body[0]) is nn.Conv2d  # the input model is untouched
     assert ghosted.body[1] is not model.body[1] and isinstance(ghosted.body[1], nn.BatchNorm2d)
     x = torch.randn(2, 3, 20, 24)
@@ -45,10 +45,17 @@ def test_user_model_replaced_and_kept_layers_reported():
     primary = ghosted.body[0].primary_conv[0]
     assert (primary.stride, primary.padding, primary.dilation) == ((2, 2), (2, 2), (2, 2))
     assert ghosted.body[0].cheap_operation[0].stride == (1, 1)
-    assert report.params_before == ghostnets.count_params(model)
-    assert report.params_after == ghostnets.count_params(ghosted)
-    assert report.madds_before == ghostnets.count_madds(model, (20, 24), in_chans=3)
-    assert report.madds_after == ghostnets.count_madds(ghosted, (20, 24), in_chans=3)
+    # by hand: stem 3*8*9+8, body.0 8*12*9, BN 2*12, depthwise 12*9+12, grouped 24*3+24, last 24*10+10
+    assert report.params_before == 224 + 864 + 24 + 120 + 96 + 250
+    # Ghost body.0: primary 8*6*9 + BN 12, cheap 6*9 + BN 12; Ghost body.5: primary 24*5 + BN 10, cheap 5*9 + BN 10
+    assert report.params_after == 224 + (432 + 12 + 54 + 12) + 24 + 120 + 96 + (120 + 10 + 45 + 10)
+    # MAdds at 20x24: the stem's output is 20x24, the rest 10x12 (stride 2, dilation 2, padding 2)
+    before = {"stem": 480 * 8 * 3 * 9, "body.0": 120 * 12 * 8 * 9, "body.3": 120 * 12 * 9, "body.4": 120 * 24 * 3,
+              "body.5": 120 * 10 * 24}
+    assert report.madds_before == sum(before.values())
+    ghosts = {"body.0": 120 * (6 * 8 * 9 + 6 * 9), "body.5": 120 * (5 * 24 + 5 * 9)}
+    assert report.madds_after == sum({**before, **ghosts}.values())
+    assert ghostnets.count_madds(ghosted, (20, 24), in_chans=3) == report.madds_after  # the counter agrees
     layer = next(c for c in report.layers if c.name == "body.0")
     assert layer.madds_before == 10 * 12 * 12 * 8 * 9  # H_out x W_out x out x in x k x k
     assert layer.madds_after == 10 * 12 * (6 * 8 * 9 + 6 * 9)
@@ -57,12 +64,12 @@ def test_user_model_replaced_and_kept_layers_reported():
 
 def test_keep_bn_false_and_skip_patterns():
     bare = ghostify(UserNet(), skip=("stem", "body.5"), keep_bn=False, input_size=20)
-    assert [c.name for c in bare.ghostify_report.replaced] == ["body.0"]
+    assert [c.name for c in bare.record.report.replaced] == ["body.0"]
     assert not any(isinstance(m, nn.BatchNorm2d) for m in bare.body[0].modules())
     everything = ghostify(torchvision.models.resnet18(), skip=(), input_size=32)
-    assert isinstance(everything.conv1, GhostConv2d)
+    assert isinstance(everything.conv1, GhostModule)
     layer4_kept = ghostify(torchvision.models.resnet18(), skip=("first conv", "layer4.*"), input_size=32)
-    assert type(layer4_kept.layer4[0].conv1) is nn.Conv2d and isinstance(layer4_kept.layer3[0].conv1, GhostConv2d)
+    assert type(layer4_kept.layer4[0].conv1) is nn.Conv2d and isinstance(layer4_kept.layer3[0].conv1, GhostModule)
 
 
 def test_bad_arguments():
@@ -84,7 +91,7 @@ def test_ghostified_models_deploy_and_rebuild_from_checkpoint(name, tmp_path):
     model = ghostnets.create_model(name, num_classes=10)
     ghosted = randomize_bn(ghostify(model, input_size=64)).eval()
     if name == "torchvision:resnext50_32x4d":
-        assert all(c.kept_because == "grouped (groups=32)" for c in ghosted.ghostify_report.kept[1:])
+        assert all(c.kept_because == "grouped (groups=32)" for c in ghosted.record.report.kept[1:])
     x = torch.randn(2, 3, 64, 64)
     deployed = ghostnets.reparameterize(ghosted)
     assert not any(isinstance(m, nn.BatchNorm2d) for m in deployed.modules())
@@ -125,7 +132,7 @@ def test_training_form_file_loads_in_deploy_form(tmp_path):
     ghosted = randomize_bn(ghostify(ghostnets.create_model("resnet56_cifar"))).eval()
     path = ghostnets.save_checkpoint(ghosted, tmp_path / "g.safetensors", class_names=list("abcdefghij"))
     deployed = ghostnets.create_model(checkpoint_path=path, deploy=True)
-    assert deployed.deploy and deployed.class_names == list("abcdefghij")
+    assert deployed.deploy and deployed.record.class_names == list("abcdefghij")
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(deployed(x), ghosted(x), rtol=1e-4, atol=1e-4)

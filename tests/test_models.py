@@ -1,6 +1,6 @@
-"""Model-level tests of ghostnets against independent truths: REFERENCE.md figures, timm's ports, eager PyTorch.
+"""Model-level tests of ghostnets against independent truths: docs/reference.md figures, timm's ports, eager PyTorch.
 
-Every expected number below is copied from REFERENCE.md (sections 1, 2, 4, 5, 9), never read from the package's
+Every expected number below is copied from docs/reference.md (sections 1, 2, 4, 5, 9), never read from the package's
 model cards: the cards are under test too.
 """
 
@@ -27,8 +27,10 @@ ALL_MODELS = [
 ]
 REPGHOST_MODELS = [n for n in ALL_MODELS if n.startswith("repghostnet")]
 ONE_PER_FAMILY = ["ghostnet_100", "ghostnetv2_100", "repghostnet_100"]
+# every registered width; all but one per family are the slow tier (make test-fast runs ONE_PER_FAMILY)
+SWEEP = [n if n in ONE_PER_FAMILY else pytest.param(n, marks=pytest.mark.slow) for n in ALL_MODELS]
 
-# REFERENCE.md §1, §2, §4: exact parameter counts of the official classes (training form).
+# docs/reference.md §1, §2, §4: exact parameter counts of the official classes (training form).
 PARAMS = {
     "ghostnet_050": 2_587_292, "ghostnet_100": 5_182_508, "ghostnet_130": 7_358_820,
     "ghostnetv2_100": 6_156_908, "ghostnetv2_130": 8_960_404, "ghostnetv2_160": 12_392_698,
@@ -36,13 +38,13 @@ PARAMS = {
     "repghostnet_100": 4_073_604, "repghostnet_111": 4_539_984, "repghostnet_130": 5_478_612,
     "repghostnet_150": 6_575_336, "repghostnet_200": 9_796_124,
 }
-# REFERENCE.md §4 "deploy params": the official deploy form (only the RepGhost modules re-parameterized).
+# docs/reference.md §4 "deploy params": the official deploy form (only the RepGhost modules re-parameterized).
 DEPLOY_PARAMS = {
     "repghostnet_050": 2_306_528, "repghostnet_058": 2_537_736, "repghostnet_080": 3_267_112,
     "repghostnet_100": 4_058_772, "repghostnet_111": 4_523_568, "repghostnet_130": 5_459_316,
     "repghostnet_150": 6_553_064, "repghostnet_200": 9_766_460,
 }
-# REFERENCE.md: computed MAdds at 1x3x224x224 (conv + linear multiply-accumulates).
+# docs/reference.md: computed MAdds at 1x3x224x224 (conv + linear multiply-accumulates).
 MADDS = {
     "ghostnet_050": 42.3e6, "ghostnet_100": 141.2e6, "ghostnet_130": 227.0e6,
     "ghostnetv2_100": 167.0e6, "ghostnetv2_130": 269.3e6, "ghostnetv2_160": 398.6e6,
@@ -61,13 +63,13 @@ WIDTHS = {
     "repghostnet_050": 0.5, "repghostnet_058": 0.58, "repghostnet_080": 0.8, "repghostnet_100": 1.0,
     "repghostnet_111": 1.11, "repghostnet_130": 1.3, "repghostnet_150": 1.5, "repghostnet_200": 2.0,
 }
-# REFERENCE.md §4: RepGhostNet stem / final channels by width.
+# docs/reference.md §4: RepGhostNet stem / final channels by width.
 REPGHOST_STEM_FINAL = {
     "repghostnet_050": (8, 480), "repghostnet_058": (12, 556), "repghostnet_080": (12, 768),
     "repghostnet_100": (16, 960), "repghostnet_111": (16, 1064), "repghostnet_130": (20, 1248),
     "repghostnet_150": (24, 1440), "repghostnet_200": (32, 1920),
 }
-# REFERENCE.md §1: per-bottleneck channels of GhostNet (the same table serves GhostNetV2, §2).
+# docs/reference.md §1: per-bottleneck channels of GhostNet (the same table serves GhostNetV2, §2).
 GHOSTNET_CHANNELS = {
     0.5: dict(stem=8, final=480,
               mids=[8, 24, 36, 36, 60, 120, 100, 92, 92, 240, 336, 336, 480, 480, 480, 480],
@@ -79,9 +81,9 @@ GHOSTNET_CHANNELS = {
               mids=[20, 64, 92, 92, 156, 312, 260, 240, 240, 624, 872, 872, 1248, 1248, 1248, 1248],
               outs=[20, 32, 32, 52, 52, 104, 104, 104, 104, 144, 144, 208, 208, 208, 208, 208]),
 }
-# REFERENCE.md §4: RepGhostNet 1.0x exp (mid) channels; outs are GhostNet's.
+# docs/reference.md §4: RepGhostNet 1.0x exp (mid) channels; outs are GhostNet's.
 REPGHOST_100_MIDS = [8, 24, 36, 36, 60, 120, 100, 120, 120, 240, 336, 336, 480, 480, 480, 480]
-# REFERENCE.md §1 table: (out, stride) per bottleneck, to derive identity shortcuts and feature taps independently.
+# docs/reference.md §1 table: (out, stride) per bottleneck, to derive identity shortcuts and feature taps independently.
 TABLE_OUT_STRIDE = [(16, 1), (24, 2), (24, 1), (40, 2), (40, 1), (80, 2), (80, 1), (80, 1), (80, 1), (112, 1),
                     (112, 1), (160, 2), (160, 1), (160, 1), (160, 1), (160, 1)]
 BLOCK_NAMES = ["blocks.0.0", "blocks.1.0", "blocks.2.0", "blocks.3.0", "blocks.4.0", "blocks.5.0"] + \
@@ -90,7 +92,7 @@ HEAD_CHS = 1280
 
 
 def _md(v: float, divisor: int = 4) -> int:
-    """make_divisible exactly as REFERENCE.md §1 writes it (independent of the package's implementation)."""
+    """make_divisible exactly as docs/reference.md §1 writes it (independent of the package's implementation)."""
     new = max(divisor, int(v + divisor / 2) // divisor * divisor)
     if new < 0.9 * v:
         new += divisor
@@ -165,7 +167,7 @@ def test_registry_names():
     assert ghostnets.list_models("nothing*") == []
 
 
-@pytest.mark.parametrize("name", ALL_MODELS)
+@pytest.mark.parametrize("name", SWEEP)
 def test_param_count_exact(name):
     model = ghostnets.create_model(name)
     counted = sum(p.numel() for p in model.parameters())
@@ -237,12 +239,12 @@ def _hook_madds(model: nn.Module, size=(224, 224)) -> int:
     return total + sum(m.weight.numel() for m in layers if id(m) not in called)
 
 
-@pytest.mark.parametrize("name", ALL_MODELS)
+@pytest.mark.parametrize("name", SWEEP)
 def test_madds_match_reference(name):
     model = _model(name)
     madds = ghostnets.count_madds(model)
     assert abs(madds - MADDS[name]) <= 0.005 * MADDS[name], (madds, MADDS[name])
-    assert ghostnets.model_info(name).madds == pytest.approx(MADDS[name], rel=1e-9)
+    assert abs(ghostnets.model_info(name).madds - MADDS[name]) <= 0.05e6  # docs/reference.md gives 0.1M
     assert not model.training  # count_madds restores the mode
 
 
@@ -279,12 +281,12 @@ def _record_channels(model: nn.Module) -> dict:
 def test_ghostnet_channels_per_block(name, width):
     rec = _record_channels(_model(name))
     assert rec == GHOSTNET_CHANNELS[width]
-    # and the formula of REFERENCE §1 applied to the table gives the same lists
+    # and the formula of docs/reference.md §1 applied to the table gives the same lists
     assert rec["outs"] == [_md(o * width) for o, _ in TABLE_OUT_STRIDE]
 
 
 def test_ghostnet_width_kwarg_channels():
-    """`width=` on another registered name builds REFERENCE's 0.5x / 1.3x channel lists too."""
+    """`width=` on another registered name builds docs/reference.md's 0.5x / 1.3x channel lists too."""
     assert _record_channels(ghostnets.create_model("ghostnet_100", width=0.5)) == GHOSTNET_CHANNELS[0.5]
     assert _record_channels(ghostnets.create_model("ghostnet_100", width=1.3)) == GHOSTNET_CHANNELS[1.3]
 
@@ -307,7 +309,7 @@ def test_repghost_100_channels_per_block():
 # ---------------------------------------------------------------------------------------------- 4. key layout
 
 
-@pytest.mark.parametrize("name", ALL_MODELS)
+@pytest.mark.parametrize("name", SWEEP)
 def test_state_dict_matches_timm_and_logits_agree(name):
     timm = pytest.importorskip("timm")
     ours = _model(name)
@@ -364,7 +366,7 @@ def test_official_key_names_spot_check():
 # ------------------------------------------------------------------------------------------ 5. deploy equivalence
 
 
-@pytest.mark.parametrize("name", ALL_MODELS)
+@pytest.mark.parametrize("name", SWEEP)
 def test_reparameterize_is_equivalent(name):
     model, deployed = _model(name), _deployed(name)
     assert not _has_bn(deployed)
@@ -401,7 +403,7 @@ def test_reparameterize_leaves_original_untouched(name):
         assert _maxdiff(again(x), deployed(x)) <= 1e-6
 
 
-@pytest.mark.parametrize("name", ALL_MODELS)
+@pytest.mark.parametrize("name", SWEEP)
 def test_create_model_deploy_matches_reparameterize(name):
     built = ghostnets.create_model(name, deploy=True)
     assert not _has_bn(built)
@@ -432,7 +434,7 @@ REPGHOST_ABLATIONS = [
 def test_repghost_ablations_reparameterize(kwargs):
     model = _randomize(ghostnets.create_model("repghostnet_100", **kwargs)).eval()
     keys = model.state_dict().keys()
-    # Sum of RepGhost module widths, derived from REFERENCE: train - official deploy = 3 * sum(C) (BN 2C -> bias C,
+    # Sum of RepGhost module widths, from docs/reference.md: train - official deploy = 3 * sum(C) (BN 2C -> bias C,
     # fusion BN 2C removed); a model without the fusion BN has 2 * sum(C) fewer parameters.
     sum_c = (PARAMS["repghostnet_100"] - DEPLOY_PARAMS["repghostnet_100"]) // 3
     assert sum_c * 3 == PARAMS["repghostnet_100"] - DEPLOY_PARAMS["repghostnet_100"]
@@ -477,11 +479,12 @@ def test_repghost_ablations_change_the_function():
 
 
 def _expected_taps(width: float, final: int) -> list[int]:
-    """Channels of the last block at strides 2, 4, 8, 16, 32 (REFERENCE §1 table; §11: taps at the last block)."""
+    """Channels of the last block at strides 2, 4, 8, 16, 32 (docs/reference.md §1 table; §11: taps at the last
+    block)."""
     return [_md(16 * width), _md(24 * width), _md(40 * width), _md(112 * width), final]
 
 
-@pytest.mark.parametrize("name", ALL_MODELS)
+@pytest.mark.parametrize("name", SWEEP)
 def test_features_only(name):
     model = _model(name)
     final = REPGHOST_STEM_FINAL[name][1] if name in REPGHOST_STEM_FINAL else _md(960 * WIDTHS[name])
@@ -557,7 +560,7 @@ def test_features_only_deploys():
 # ------------------------------------------------------------------------------------------------ 7. input sizes
 
 
-@pytest.mark.parametrize("name", ALL_MODELS)
+@pytest.mark.parametrize("name", SWEEP)
 @pytest.mark.parametrize("size", [(32, 32), (33, 47), (256, 320)])
 def test_any_input_size(name, size):
     model = _model(name)
@@ -581,7 +584,7 @@ def test_in_chans_one(name):
         model(torch.randn(2, 3, 48, 40))
 
 
-@pytest.mark.parametrize("name", ALL_MODELS)
+@pytest.mark.parametrize("name", SWEEP)
 def test_channels_last_matches_contiguous(name):
     model = _model(name)
     x = torch.randn(2, 3, 96, 80)
@@ -691,7 +694,7 @@ def test_drop_path(name):
     model = ghostnets.create_model(name, drop_rate=0.0, drop_path_rate=0.3)
     blocks = dict(zip(BLOCK_NAMES, _bottlenecks(model)))
     with_dp = {n for n, b in blocks.items() if isinstance(b.drop_path, DropPath) and b.drop_path.drop_prob > 0}
-    # identity shortcut = same out channels as the previous row and stride 1 (REFERENCE §1); block 0 gets rate 0
+    # identity shortcut = same out channels as the previous row and stride 1 (docs/reference.md §1); block 0 gets rate 0
     outs = [16] + [o for o, _ in TABLE_OUT_STRIDE]
     identity = {BLOCK_NAMES[i] for i, (o, s) in enumerate(TABLE_OUT_STRIDE) if s == 1 and outs[i] == o}
     assert "blocks.0.0" in identity and "blocks.6.3" not in identity
@@ -729,7 +732,7 @@ def test_unknown_model_suggests_close_names():
         ghostnets.create_model("resnet18")  # not registered (resnet50 is, as a reference)
 
 
-@pytest.mark.parametrize("name", ALL_MODELS)
+@pytest.mark.parametrize("name", SWEEP)
 def test_model_card(name):
     card = ghostnets.model_info(name)
     assert card.name == name
@@ -801,14 +804,16 @@ def _onnx_roundtrip(model: nn.Module, x: torch.Tensor, path) -> tuple[torch.Tens
     return torch.from_numpy(out), ref
 
 
+@pytest.mark.runtimes
 @pytest.mark.filterwarnings("ignore")
-@pytest.mark.parametrize("name", ALL_MODELS)
+@pytest.mark.parametrize("name", SWEEP)
 def test_onnx_export_parity_deploy(name, tmp_path):
     out, ref = _onnx_roundtrip(_deployed(name), torch.randn(2, 3, 128, 128), tmp_path / f"{name}.onnx")
     assert out.shape == ref.shape == (2, 1000)
     assert _maxdiff(out, ref) <= _tol(ref)
 
 
+@pytest.mark.runtimes
 @pytest.mark.filterwarnings("ignore")
 def test_onnx_export_train_form_ghostnetv2_non_square(tmp_path):
     out, ref = _onnx_roundtrip(_model("ghostnetv2_100"), torch.randn(1, 3, 96, 160), tmp_path / "v2.onnx")

@@ -1,4 +1,4 @@
-"""The paper's plug-and-play models (GhostNet §4.1, REFERENCE.md §7) and the drop-in Ghost module.
+"""The paper's plug-and-play models (GhostNet §4.1, docs/reference.md §7) and the drop-in Ghost module.
 
 Independent truths: parameter counts from a closed-form count of the published layer tables (written out here, not
 read from the package), torchvision's ResNet-50 (same weights, same outputs), a Ghost module computed with
@@ -17,13 +17,13 @@ from torch import nn
 
 import ghostnets
 from conftest import randomize_bn
-from ghostnets.ghostify import ghostify
-from ghostnets.layers import GhostConv2d
+from ghostnets.layers import GhostModule
+from ghostnets.transforms import ghostify
 
 CIFAR_MODELS = ["resnet56_cifar", "ghost_resnet56_cifar_s2", "vgg16_cifar", "ghost_vgg16_cifar_s2",
                 "ghost_vgg16_cifar_s3", "ghost_vgg16_cifar_s4", "ghost_vgg16_cifar_s5"]
 IMAGENET_MODELS = ["resnet50", "ghost_resnet50_s2", "ghost_resnet50_s4"]
-# REFERENCE.md §7: the paper's (params M, MAdds M)
+# docs/reference.md §7: the paper's (params M, MAdds M)
 PAPER = {"vgg16_cifar": (15, 313), "ghost_vgg16_cifar_s2": (7.7, 158), "ghost_vgg16_cifar_s3": (5.2, 107),
          "ghost_vgg16_cifar_s4": (4.0, 80), "ghost_vgg16_cifar_s5": (3.3, 65), "resnet56_cifar": (0.85, 125),
          "ghost_resnet56_cifar_s2": (0.43, 63), "resnet50": (25.6, 4100), "ghost_resnet50_s2": (13.0, 2200),
@@ -85,8 +85,56 @@ def test_params_equal_closed_form_and_card(name):
     assert ghostnets.count_params(model) == EXPECTED_PARAMS[name] == ghostnets.model_info(name).params
 
 
-def test_resnet56_is_the_published_0_85m():
-    assert EXPECTED_PARAMS["resnet56_cifar"] == 853_018  # He et al. 2016 Table 6: 0.85M
+def conv_madds(hw: int, cin: int, cout: int, k: int, s: int | None, d: int = 3) -> int:
+    """Multiply-adds at an output of hw x hw of a conv (s=None) or of its Ghost module."""
+    if s is None:
+        return hw * hw * cout * cin * k * k
+    init = math.ceil(cout / s)
+    return hw * hw * (init * cin * k * k + init * (s - 1) * d * d)
+
+
+def vgg_madds(s: int | None, classes: int = 10) -> int:
+    total, cin, hw = 0, 3, 32
+    for i, c in enumerate(VGG16):
+        if c == "M":
+            hw //= 2
+            continue
+        total += conv_madds(hw, cin, c, 3, None if i == 0 else s)
+        cin = c
+    return total + 512 * 512 + 512 * classes
+
+
+def resnet56_madds(s: int | None, classes: int = 10) -> int:
+    total, cin = conv_madds(32, 3, 16, 3, None), 16
+    for c, hw in ((16, 32), (32, 16), (64, 8)):
+        for _ in range(9):  # option A shortcuts: no conv
+            total += conv_madds(hw, cin, c, 3, s) + conv_madds(hw, c, c, 3, s)
+            cin = c
+    return total + 64 * classes
+
+
+def resnet50_madds(s: int | None, classes: int = 1000) -> int:
+    total, cin, hw_in = conv_madds(112, 3, 64, 7, None), 64, 56
+    for width, blocks, hw in ((64, 3, 56), (128, 4, 28), (256, 6, 14), (512, 3, 7)):
+        for b in range(blocks):
+            total += conv_madds(hw_in if b == 0 else hw, cin, width, 1, s) + conv_madds(hw, width, width, 3, s)
+            total += conv_madds(hw, width, 4 * width, 1, s)
+            if b == 0:
+                total += conv_madds(hw, cin, 4 * width, 1, s)
+            cin, hw_in = 4 * width, hw
+    return total + 2048 * classes
+
+
+EXPECTED_MADDS = {
+    "vgg16_cifar": vgg_madds(None), **{f"ghost_vgg16_cifar_s{s}": vgg_madds(s) for s in (2, 3, 4, 5)},
+    "resnet56_cifar": resnet56_madds(None), "ghost_resnet56_cifar_s2": resnet56_madds(2),
+    "resnet50": resnet50_madds(None), "ghost_resnet50_s2": resnet50_madds(2), "ghost_resnet50_s4": resnet50_madds(4),
+}
+
+
+@pytest.mark.parametrize("name", CIFAR_MODELS + IMAGENET_MODELS)
+def test_card_madds_equal_closed_form(name):
+    assert ghostnets.model_info(name).madds == EXPECTED_MADDS[name]
 
 
 @pytest.mark.parametrize("name", CIFAR_MODELS + IMAGENET_MODELS)
@@ -148,7 +196,7 @@ def test_model_api_on_plug_and_play_models():
         assert model(x).shape == (3, 7)
     assert [f["reduction"] for f in model.feature_info] == [1, 2, 4]
     model.reset_classifier(3)
-    assert model.get_classifier().out_features == 3 and model.model_kwargs["num_classes"] == 3
+    assert model.get_classifier().out_features == 3 and model.record.kwargs["num_classes"] == 3
     with pytest.raises(ghostnets.InputShapeError, match="channels"):
         model(torch.randn(1, 3, 32, 32))
     vgg = ghostnets.create_model("vgg16_cifar")
@@ -165,7 +213,7 @@ def test_features_only_says_which_families_have_it():
 # --------------------------------------------------------------------------------------------- the Ghost module
 
 
-def _by_hand(m: GhostConv2d, x: torch.Tensor) -> torch.Tensor:
+def _by_hand(m: GhostModule, x: torch.Tensor) -> torch.Tensor:
     """Eq. (2)-(3) of the paper from the module's weights with F.conv2d (BN in eval mode)."""
     p, pbn = m.primary_conv[0], m.primary_conv[1]
     c, cbn = m.cheap_operation[0], m.cheap_operation[1]
@@ -180,7 +228,7 @@ def _by_hand(m: GhostConv2d, x: torch.Tensor) -> torch.Tensor:
                          [(8, 16, 3, 1, 1, 1, 2, 3), (8, 15, 3, 2, 2, 2, 2, 3), (6, 20, 1, 1, 0, 1, 3, 5),
                           (5, 7, 5, 2, 2, 1, 4, 3)])
 def test_ghost_conv_matches_the_paper_by_hand(cin, cout, k, stride, pad, dil, s, d):
-    m = randomize_bn(GhostConv2d(cin, cout, k, stride, pad, dil, ratio=s, dw_size=d)).eval()
+    m = randomize_bn(GhostModule(cin, cout, k, stride, pad, dil, ratio=s, dw_size=d)).eval()
     conv = nn.Conv2d(cin, cout, k, stride, pad, dil)
     x = torch.randn(2, cin, 17, 19)
     with torch.no_grad():
@@ -193,7 +241,7 @@ def test_ghost_conv_matches_the_paper_by_hand(cin, cout, k, stride, pad, dil, s,
 @pytest.mark.parametrize("cout", [16, 15])
 def test_absorbing_a_following_batchnorm_is_exact(cout):
     bn = nn.BatchNorm2d(cout)
-    seq = randomize_bn(nn.Sequential(GhostConv2d(8, cout, 3, 1, 1, ratio=3), bn)).eval()
+    seq = randomize_bn(nn.Sequential(GhostModule(8, cout, 3, 1, 1, ratio=3), bn)).eval()
     with torch.no_grad():
         bn.weight[0] = 0.0  # a zero gamma (zero-init residual) must not break the fold
     deployed = ghostnets.reparameterize(seq)
@@ -206,9 +254,9 @@ def test_absorbing_a_following_batchnorm_is_exact(cout):
 def test_bad_ghost_arguments():
     for ratio in (1, 2.5, True):
         with pytest.raises(ValueError, match="ratio"):
-            GhostConv2d(4, 8, 3, ratio=ratio)
+            GhostModule(4, 8, 3, ratio=ratio)
     with pytest.raises(ValueError, match="dw_size"):
-        GhostConv2d(4, 8, 3, dw_size=2)
+        GhostModule(4, 8, 3, dw_size=2)
 
 
 def test_ghostify_rebuilds_the_registered_ghost_models():

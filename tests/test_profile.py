@@ -12,10 +12,9 @@ from torch import nn
 
 import ghostnets
 from ghostnets.cli import main
-from ghostnets.profile import ModelProfile, count_madds, count_params, profile_layers
+from ghostnets.counting import count_madds, count_params
+from ghostnets.measure import ModelProfile, profile_layers
 from ghostnets.registry import build_model, model_info
-
-pytestmark = pytest.mark.runtimes  # run in their own pytest process: see the Makefile's test target
 
 F32 = 4  # bytes per float32
 
@@ -102,7 +101,7 @@ def test_reference_param_counts(forms):
     rep, rep_deploy = forms["repghostnet_100"]
     assert profile_layers(ghost, 64).params == 5_182_508
     assert profile_layers(rep, 64).params == 4_073_604
-    # REFERENCE's 4,058,772 is the official deploy file, which folds only the RepGhost branches; ghostnets folds every
+    # docs/reference.md's 4,058,772: the official deploy file, folding only the RepGhost branches; ghostnets folds every
     # BatchNorm, each fold trading 2C BN parameters for a C bias: C less per BN outside the RepGhost branches
     assert model_info("repghostnet_100").deploy_params == 4_058_772
     kept = sum(m.num_features for n, m in rep.named_modules() if isinstance(m, nn.BatchNorm2d)

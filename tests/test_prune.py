@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import json
 import shutil
 from pathlib import Path
 
@@ -17,7 +16,7 @@ from conftest import randomize_bn
 from ghostnets.cli import main
 from ghostnets.cli.prune import parse_madds
 from ghostnets.data.transforms import FASHION_MNIST_INPUT, InputSpec
-from ghostnets.deploy.prune import (
+from ghostnets.transforms.prune import (
     PruneError,
     Samples,
     _patches,
@@ -133,7 +132,7 @@ def test_resnet56_meets_the_ghost_budget_and_stays_close(resnet56):
     model, pruned, calib, target, reference = resnet56
     madds = ghostnets.count_madds(pruned, 32)
     assert madds <= target and madds >= 0.97 * target
-    report = pruned.prune_report
+    report = pruned.record.report
     assert report.madds_after == madds and report.madds_before == ghostnets.count_madds(model, 32)
     assert len(report.layers) == 27 and all(c.error_after <= c.error_before + 1e-9 for c in report.layers)
     assert all(c.channels_after < c.channels_before for c in report.layers)
@@ -143,8 +142,8 @@ def test_resnet56_meets_the_ghost_budget_and_stays_close(resnet56):
     assert model.layer1[0].conv1.out_channels == 16
     # the structure: block outputs keep their width, the branch's inner width is what the edit records
     block = pruned.layer2[3]
-    widths = pruned.architecture_edits[-1]["args"]["widths"]
-    assert pruned.architecture_edits[-1]["op"] == "prune" and len(widths) == 27
+    widths = [e.as_dict() for e in pruned.record.edits][-1]["args"]["widths"]
+    assert [e.as_dict() for e in pruned.record.edits][-1]["op"] == "prune" and len(widths) == 27
     assert block.conv1.out_channels == block.bn1.num_features == block.conv2.in_channels == widths["layer2.3.conv1"]
     assert block.conv2.out_channels == 32 and not pruned.training
     with torch.no_grad():
@@ -157,17 +156,17 @@ def test_resnet56_meets_the_ghost_budget_and_stays_close(resnet56):
 def test_lasso_selection_beats_the_filter_norm_criterion(resnet56, monkeypatch):
     """Against the usual data-free alternative (keep the filters of largest L1 norm, Li et al. 2017), LASSO's
     channels lose far less of the next layer's output, before and after least squares."""
-    import ghostnets.deploy.prune as prune_module
+    import ghostnets.transforms.prune as prune_module
 
     model, pruned, calib, target, _ = resnet56
     monkeypatch.setattr(prune_module, "select_channels", lambda samples, weight, k: weight.detach().abs().sum(
         (0, 2, 3)).argsort(descending=True)[:k].sort().values)
-    by_norm = prune_channels(model, target, calib).prune_report.layers
+    by_norm = prune_channels(model, target, calib).record.report.layers
 
     def mean(layers, key):
         return sum(getattr(c, key) for c in layers) / len(layers)
 
-    lasso = pruned.prune_report.layers
+    lasso = pruned.record.report.layers
     assert mean(lasso, "error_before") < 0.5 * mean(by_norm, "error_before")
     assert mean(lasso, "error_after") < mean(by_norm, "error_after")
 
@@ -181,10 +180,10 @@ def test_resnet56_checkpoint_rebuilds_and_reparameterizes(resnet56, tmp_path):
         assert torch.equal(loaded(calib), expected)
         deployed = ghostnets.reparameterize(loaded)
         torch.testing.assert_close(deployed(calib), expected, atol=1e-4 * float(expected.abs().max()), rtol=1e-4)
-    assert loaded.class_names == list("abcdefghij")
-    assert loaded.architecture_edits == pruned.architecture_edits  # saved again, it rebuilds again
+    assert loaded.record.class_names == list("abcdefghij")
+    assert loaded.record.edits == pruned.record.edits  # saved again, it rebuilds again
     direct = apply_pruned_widths(ghostnets.create_model("resnet56_cifar", in_chans=1),
-                                 pruned.architecture_edits[-1]["args"]["widths"])
+                                 [e.as_dict() for e in pruned.record.edits][-1]["args"]["widths"])
     assert {k: v.shape for k, v in direct.state_dict().items()} == {k: v.shape for k, v in pruned.state_dict().items()}
 
 
@@ -201,7 +200,7 @@ def test_vgg16_chain_pruning():
     assert convs[-1].out_channels == 64 and convs[0].in_channels == 1  # the last conv feeds the classifier
     assert all(c.out_channels < b.out_channels for c, b in zip(convs[:-1], before))
     assert all(c.in_channels == p.out_channels for p, c in zip(convs, convs[1:]))
-    assert all(c.error_after <= c.error_before + 1e-9 for c in pruned.prune_report.layers)
+    assert all(c.error_after <= c.error_before + 1e-9 for c in pruned.record.report.layers)
     seen = {}  # the feature taps' recorded widths are the real ones
 
     def tap(name: str):
@@ -270,8 +269,8 @@ def test_cli_prunes_a_checkpoint(tmp_path, capsys, monkeypatch):
     written = tmp_path / "small_pruned.safetensors"
     pruned = ghostnets.create_model(checkpoint_path=written)
     assert ghostnets.count_madds(pruned, 32) <= target
-    assert pruned.class_names == [str(i) for i in range(10)]
-    assert InputSpec.from_dict(json.loads(ghostnets.read_metadata(written)["extra"]["input"])) == FASHION_MNIST_INPUT
+    assert pruned.record.class_names == [str(i) for i in range(10)]
+    assert InputSpec.from_dict(ghostnets.read_metadata(written)["input"].as_dict()) == FASHION_MNIST_INPUT
 
     assert main(args) == 2  # never overwrites without --force
     assert "exists; pass --force" in capsys.readouterr().err

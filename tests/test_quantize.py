@@ -14,17 +14,13 @@ import torch
 from PIL import Image
 
 import ghostnets
-import ghostnets.deploy.quantize as quantize_module
+import ghostnets.runtime.quantize as quantize_module
 from ghostnets.cli import main
 from ghostnets.data.image_folder import CorruptImageWarning, DatasetError
+from ghostnets.data.samples import calibration_images, held_out_images
 from ghostnets.data.transforms import InputSpec
-from ghostnets.deploy import randomize_batchnorm, reparameterize
-from ghostnets.deploy.quantize import (
-    QuantizeError,
-    calibration_images,
-    held_out_images,
-    quantize_model,
-)
+from ghostnets.runtime.quantize import QuantizeError, quantize_model
+from ghostnets.transforms import randomize_batchnorm, reparameterize
 
 pytestmark = pytest.mark.runtimes  # run in their own pytest process: see the Makefile's test target
 

@@ -26,6 +26,8 @@ from ghostnets.train.state import load_state
 SUBSET = Path(__file__).parent / "data" / "fashion_mnist_subset.npz"
 TINY = ["--model", "ghostnet_050", "--data", str(SUBSET), "--no-progress", "batch_size=32", "threads=2"]
 
+pytestmark = pytest.mark.slow  # trains models, runs torchrun and the CLI in subprocesses
+
 
 def tiny_config(**overrides):
     values = {"model": "ghostnet_050", "data": str(SUBSET), "batch_size": 32, "epochs": 2, "threads": 2, **overrides}
@@ -73,13 +75,13 @@ def test_a_run_writes_checkpoints_metrics_curves_and_a_summary(finished_run):
 def test_saved_weights_rebuild_with_labels_and_match_the_training_state(finished_run):
     out, _ = finished_run
     model = ghostnets.create_model(checkpoint_path=out / "last.safetensors")
-    assert (model.model_name, model.num_classes, model.in_chans) == ("ghostnet_050", 10, 1)
-    assert model.class_names == list(FashionMNIST.classes)
+    assert (model.record.name, model.num_classes, model.in_chans) == ("ghostnet_050", 10, 1)
+    assert model.record.class_names == list(FashionMNIST.classes)
     state = load_state(out / "checkpoint.pth")
     assert (state["epoch"], state["step"], state["updates"]) == (2, 0, 18)
     assert_same_weights(weights(out / "last.safetensors"), state["state_dict"], atol=0)
-    meta = ghostnets.read_metadata(out / "last.safetensors")["extra"]
-    assert meta["recipe"] == "quick" and json.loads(meta["input"])["size"] == 32
+    meta = ghostnets.read_metadata(out / "last.safetensors")
+    assert meta["extra"]["recipe"] == "quick" and meta["input"].size == 32
 
 
 def test_eval_command_reproduces_the_trainers_figures_in_both_forms(finished_run, capsys):
@@ -228,7 +230,7 @@ def test_image_folder_training_skips_and_counts_corrupt_files(tmp_path):
     row = json.loads((out / "metrics.jsonl").read_text())
     assert row["train_skipped"] == 2 and "eval_ema_top1" in row
     model = ghostnets.create_model(checkpoint_path=out / "last.safetensors")
-    assert model.class_names == ["cat", "dog"] and model.in_chans == 3
+    assert model.record.class_names == ["cat", "dog"] and model.in_chans == 3
 
 
 def test_eval_refuses_data_with_other_classes_than_the_checkpoint(finished_run, tmp_path, capsys):

@@ -29,7 +29,7 @@ def test_every_card_names_a_bundled_recipe_and_every_recipe_loads():
 
 
 def test_recipes_hold_the_published_settings():
-    """REFERENCE.md §2 and §4, and the issue's GhostNet v1 settings."""
+    """docs/reference.md §2 and §4, and the issue's GhostNet v1 settings."""
     v2 = load_recipe("ghostnetv2")
     assert (v2.opt, v2.opt_eps, v2.lr, v2.sched, v2.decay_epochs, v2.decay_rate, v2.epochs) == \
         ("rmsproptf", 1e-3, 0.064, "step", 2.4, 0.973, 450)

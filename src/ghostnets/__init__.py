@@ -1,17 +1,18 @@
 """ghostnets: the GhostNet family of efficient CNNs, exact and checkpoint-compatible, with deploy and measure tools."""
 
 from .checkpoint import load_checkpoint, read_metadata, read_state_dict, save_checkpoint
-from .deploy import reparameterize
+from .counting import count_madds, count_params
 from .errors import CheckpointError, GhostnetsError, InputShapeError, UnknownModelError, UnsafeCheckpointError
-from .factory import create_model
-from .ghostify import ghostify
-from .profile import count_madds, count_params
+from .factory import create_model, ghostify
+from .record import ModelRecord, record_of
 from .registry import ModelCard, list_models, model_info
+from .transforms import prune_channels, reparameterize
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "CheckpointError", "GhostnetsError", "InputShapeError", "ModelCard", "UnknownModelError", "UnsafeCheckpointError",
-    "count_madds", "count_params", "create_model", "ghostify", "list_models", "load_checkpoint", "model_info",
-    "read_metadata", "read_state_dict", "reparameterize", "save_checkpoint",
+    "CheckpointError", "GhostnetsError", "InputShapeError", "ModelCard", "ModelRecord", "UnknownModelError",
+    "UnsafeCheckpointError", "count_madds", "count_params", "create_model", "ghostify", "list_models",
+    "load_checkpoint", "model_info", "prune_channels", "read_metadata", "read_state_dict", "record_of",
+    "reparameterize", "save_checkpoint",
 ]

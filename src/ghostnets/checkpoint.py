@@ -1,17 +1,18 @@
 """Checkpoints: safe loading of every layout met in the wild, and atomic safetensors saving with metadata.
 
-Layouts read (REFERENCE.md sections 4-5): a bare state dict; ``{'state_dict': ...}``; full training checkpoints with
-``state_dict_ema`` (preferred unless ``use_ema=False``); ``module.`` prefixes (DDP); the profiler buffers
-``total_ops`` / ``total_params`` of the GhostNetV2 files; ``.pth``, ``.pth.tar``, ``.safetensors``; training-form and
-deploy-form files (ours, and the official RepGhost deploy files whose RepGhost modules alone are fused).
-Nothing is unpickled but tensors and plain containers (``torch.load(weights_only=True)``).
+Layouts read (docs/reference.md §4-5): a bare state dict; ``{'state_dict': ...}``; full training checkpoints with
+``state_dict_ema`` (preferred unless ``use_ema=False``); ``module.`` prefixes (DDP); ``.pth``, ``.pth.tar``,
+``.safetensors``; training-form and deploy-form files. What is particular to one family's official files (GhostNetV2's
+profiler buffers, RepGhost's deploy layout) is adapted by that family's own filter (``Family.state_dict_filter``,
+``Family.lift_deploy_file``), which this module applies without naming a family. A run's ``checkpoint.pth`` (the
+trainer's resumable state) records its model too. Nothing is unpickled but tensors and plain containers
+(``torch.load(weights_only=True)``).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import math
 import pickle
 import warnings
 from collections.abc import Mapping
@@ -23,16 +24,17 @@ from safetensors.torch import save_file
 from torch import nn
 
 from .atomic import atomic_write
-from .deploy.reparameterize import reparameterize
+from .data.transforms import InputSpec
 from .errors import CheckpointError, UnsafeCheckpointError
-from .layers import RepGhostModule
 from .models import FeatureListNet
-from .registry import build_model, list_models
+from .record import Edit, ModelRecord, is_deploy, model_name, record_of
+from .registry import build_model, deploy_file_lifters, list_models, state_dict_filters
+from .transforms import reparameterize
 
 StateDict = dict[str, torch.Tensor]
 FORMAT = "ghostnets"
+TRAIN_STATE_FORMAT = "ghostnets-train-state/1"  # a run's checkpoint.pth (ghostnets.train.state writes it)
 _WRAPPER_KEYS = ("state_dict", "model", "net")
-_PROFILER_KEYS = ("total_ops", "total_params")
 
 
 def _safe_globals() -> list:
@@ -103,11 +105,11 @@ def _unwrap(obj: object, use_ema: bool | None, path: Path) -> StateDict:
 def _clean(state_dict: StateDict) -> StateDict:
     out = {}
     for key, value in state_dict.items():
-        if key.rsplit(".", 1)[-1] in _PROFILER_KEYS:
-            continue
         while key.startswith("module."):
             key = key[len("module."):]
         out[key] = value
+    for keep_weights in state_dict_filters():
+        out = keep_weights(out)
     return out
 
 
@@ -119,13 +121,16 @@ def read_state_dict(path: str | Path, *, use_ema: bool | None = None) -> tuple[S
 
 
 def read_metadata(path: str | Path) -> dict:
-    """The ghostnets metadata of a safetensors checkpoint (model, kwargs, deploy, class_names, features, edits, and
-    the caller's own entries under ``extra``), or ``{}``.
-
-    Reads the header only, not the tensors.
+    """The ghostnets metadata of a checkpoint (model, kwargs, deploy, class_names, input, features, edits, and the
+    caller's own entries under ``extra``), or ``{}``: a ``.safetensors`` file save_checkpoint wrote (its header
+    only is read) or a run's ``checkpoint.pth``.
     """
     path = Path(path)
-    if path.suffix != ".safetensors" or not path.is_file():
+    if not path.is_file():
+        return {}
+    if path.suffix == ".pth":
+        return _run_metadata(path)
+    if path.suffix != ".safetensors":
         return {}
     try:
         with safe_open(str(path), framework="pt") as f:
@@ -135,10 +140,34 @@ def read_metadata(path: str | Path) -> dict:
             from None
     if raw.get("format") != FORMAT:
         return {}
+    extra = {k: v for k, v in raw.items() if k not in _RESERVED_METADATA}
+    spec = raw.get("input", extra.pop("input", None))  # files of ghostnets 0.1 kept it among the caller's entries
     return {"model": raw.get("model"), "kwargs": json.loads(raw.get("kwargs", "{}")),
             "deploy": raw.get("deploy") == "true", "class_names": json.loads(raw.get("class_names", "null")),
+            "input": InputSpec.from_dict(json.loads(spec)) if spec else None,
             "features": json.loads(raw.get("features", "null")), "edits": json.loads(raw.get("edits", "[]")),
-            "extra": {k: v for k, v in raw.items() if k not in _RESERVED_METADATA}}
+            "extra": extra}
+
+
+def _run_metadata(path: Path) -> dict:
+    """What a run's ``checkpoint.pth`` records of its model, in :func:`read_metadata`'s shape; ``{}`` otherwise."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # not ours, or unreadable: the weights loader gives the clear message
+        return {}
+    if not isinstance(state, dict) or state.get("format") != TRAIN_STATE_FORMAT:
+        return {}
+    return {"model": state["arch"], "kwargs": dict(state["config"].get("model_kwargs") or {}), "deploy": False,
+            "class_names": list(state["class_names"]), "input": InputSpec.from_dict(state["input"]),
+            "features": None, "edits": [], "extra": {}, "run_state": True}
+
+
+def record_from_metadata(meta: dict) -> ModelRecord:
+    """The :class:`ModelRecord` a file's metadata describes (the edits as recorded, without reports)."""
+    kwargs = {k: v for k, v in meta.get("kwargs", {}).items() if k != "deploy"}
+    edits = tuple(Edit(e["op"], e.get("args", {})) for e in meta.get("edits", []))
+    class_names = list(meta["class_names"]) if meta.get("class_names") else None
+    return ModelRecord(meta.get("model"), kwargs, edits, class_names, meta.get("input"), bool(meta.get("deploy")))
 
 
 def _diff(model: nn.Module, state_dict: StateDict) -> tuple[list, list, list]:
@@ -211,8 +240,8 @@ def _mismatch_message(model, path, missing, unexpected, wrong, state_dict) -> st
     def show(items):
         return ", ".join(map(str, items[:6])) + (f", ... ({len(items) - 6} more)" if len(items) > 6 else "")
 
-    name = getattr(model, "model_name", type(model).__name__)
-    form = "deploy" if getattr(model, "deploy", False) else "training"
+    name = model_name(model)
+    form = "deploy" if is_deploy(model) else "training"
     lines = [f"checkpoint {path} does not fit {name} ({form} form):"]
     if missing:
         lines.append(f"  {len(missing)} missing keys: {show(missing)}")
@@ -227,58 +256,41 @@ def _mismatch_message(model, path, missing, unexpected, wrong, state_dict) -> st
     return "\n".join(lines)
 
 
-def _lift_official_repghost_deploy(model: nn.Module, state_dict: StateDict) -> StateDict | None:
-    """Rewrite an official RepGhost deploy file (fused ``cheap_operation.weight/bias``, no ``fusion_bn``) into the
-    training-form layout of ``model`` with an identity BN and zeroed fusion BNs: the same function, exactly loadable."""
-    out = dict(state_dict)
-    lifted = False
-    for name, module in model.named_modules():
-        if not isinstance(module, RepGhostModule) or isinstance(module.cheap_operation, nn.Conv2d):
-            continue
-        p = f"{name}.cheap_operation."
-        if p + "weight" not in out:
-            continue
-        if not all(isinstance(b, nn.BatchNorm2d) for b in module.fusion_bn):
-            return None  # a bare identity branch cannot be switched off by weights
-        bn = module.cheap_operation[1]
-        weight, bias = out.pop(p + "weight"), out.pop(p + "bias")
-        ones = torch.ones_like(bias)
-        out[p + "0.weight"] = weight
-        out.update({p + "1.weight": ones * math.sqrt(1.0 + bn.eps), p + "1.bias": bias, p + "1.running_mean": ones * 0,
-                    p + "1.running_var": ones, p + "1.num_batches_tracked": torch.tensor(0)})
-        for i, _ in enumerate(module.fusion_bn):
-            q = f"{name}.fusion_bn.{i}."
-            out.update({q + "weight": ones * 0, q + "bias": ones * 0, q + "running_mean": ones * 0,
-                        q + "running_var": ones, q + "num_batches_tracked": torch.tensor(0)})
-        lifted = True
-    return out if lifted else None
+def _lift(model: nn.Module, state_dict: StateDict) -> StateDict | None:
+    """An official deploy-form file in ``model``'s training layout, by the first family lifter that takes it."""
+    for lift in deploy_file_lifters():
+        lifted = lift(model, state_dict)
+        if lifted is not None:
+            return lifted
+    return None
 
 
 def _training_twin(model: nn.Module) -> nn.Module | None:
-    if not hasattr(model, "model_name"):
+    record = record_of(model)
+    if record.name is None or record.edits:
         return None
-    full = build_model(model.model_name, **{**model.model_kwargs, "deploy": False})
+    full = build_model(record.name, **{**record.kwargs, "deploy": False})
     return FeatureListNet(full, model.out_indices) if isinstance(model, FeatureListNet) else full
 
 
 def _convert_form(model: nn.Module, state_dict: StateDict, source: Path) -> nn.Module | None:
     """Load a file of the other form (training vs deploy, ours or the official RepGhost deploy layout), or None."""
-    if not getattr(model, "deploy", False):
+    if not is_deploy(model):
         twin = reparameterize(model)
         if _fits(twin, state_dict):
             warnings.warn(f"{source.name} is a deploy-form checkpoint: returning the deploy form of the model",
                           stacklevel=3)
             return _load(twin, state_dict, source, strict=True)
-        lifted = _lift_official_repghost_deploy(model, state_dict)
+        lifted = _lift(model, state_dict)
         if lifted is not None and _fits(model, lifted):
-            warnings.warn(f"{source.name} is an official RepGhost deploy file: returning the deploy form of the "
+            warnings.warn(f"{source.name} is an official deploy-form file: returning the deploy form of the "
                           "model", stacklevel=3)
             return reparameterize(_load(model, lifted, source, strict=True))
         return None
     train = _training_twin(model)
     if train is None:
         return None
-    for candidate in (state_dict, _lift_official_repghost_deploy(train, state_dict)):
+    for candidate in (state_dict, _lift(train, state_dict)):
         if candidate is not None and _fits(train, candidate):
             model.load_state_dict(reparameterize(_load(train, candidate, source, strict=True)).state_dict())
             return model
@@ -308,16 +320,18 @@ def load_checkpoint(
     return load_weights(model, state_dict, source=path, strict=strict)
 
 
-_RESERVED_METADATA = ("format", "deploy", "model", "kwargs", "class_names", "features", "edits")
+_RESERVED_METADATA = ("format", "deploy", "model", "kwargs", "class_names", "input", "features", "edits")
 
 
 def save_checkpoint(
-    model: nn.Module, path: str | Path, *, class_names: list[str] | None = None, overwrite: bool = True,
-    metadata: Mapping[str, str] | None = None,
+    model: nn.Module, path: str | Path, *, class_names: list[str] | None = None, input: InputSpec | None = None,
+    overwrite: bool = True, metadata: Mapping[str, str] | None = None,
 ) -> Path:
-    """Write ``model``'s weights to ``path`` (.safetensors) atomically, with what rebuilds it from the file alone.
+    """Write ``model``'s weights to ``path`` (.safetensors) atomically, with its record: what rebuilds it from the
+    file alone (name, arguments, edits, form) and how it takes images (class names, input preprocessing).
 
-    ``metadata`` adds string entries of your own (any key but the reserved ones: {reserved}).
+    ``class_names`` / ``input`` override the record's. ``metadata`` adds string entries of your own (any key but
+    the reserved ones: {reserved}).
     """
     path = Path(path)
     if path.suffix != ".safetensors":
@@ -328,16 +342,21 @@ def save_checkpoint(
     if bad or clash:
         raise ValueError(f"metadata must map str to str without the reserved keys {_RESERVED_METADATA}; "
                          f"offending keys: {bad + clash}")
-    meta = {**metadata, "format": FORMAT, "deploy": "true" if getattr(model, "deploy", False) else "false"}
-    if hasattr(model, "model_name"):
-        meta["model"] = model.model_name
-        meta["kwargs"] = json.dumps({**model.model_kwargs, "deploy": getattr(model, "deploy", False)})
-    if getattr(model, "architecture_edits", None):  # ghostify / prune steps that rebuild it from the base model
-        meta["edits"] = json.dumps(model.architecture_edits)
+    record = record_of(model)
+    meta = {**metadata, "format": FORMAT, "deploy": "true" if is_deploy(model) else "false"}
+    if record.name is not None:
+        meta["model"] = record.name
+        meta["kwargs"] = json.dumps({k: v for k, v in record.kwargs.items() if k != "deploy"})
+    if record.edits:  # ghostify / prune steps that rebuild it from the base model
+        meta["edits"] = json.dumps([edit.as_dict() for edit in record.edits])
     if isinstance(model, FeatureListNet):
         meta["features"] = json.dumps(list(model.out_indices))
+    class_names = class_names if class_names is not None else record.class_names
     if class_names is not None:
         meta["class_names"] = json.dumps(list(class_names))
+    spec = input if input is not None else record.input
+    if spec is not None:
+        meta["input"] = json.dumps(spec.as_dict())
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     try:
         return atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=meta), overwrite=overwrite)

@@ -1,4 +1,8 @@
-"""``create_model``: build a registered model, in training or deploy form, optionally from a checkpoint."""
+"""``create_model``: build a registered model, in training or deploy form, optionally from a checkpoint.
+
+Following ``checkpoint_path`` walks down once: read the file's record (:mod:`.checkpoint`), build the base model
+(:mod:`.registry`), replay its recorded edits (:mod:`.transforms`), load the weights, attach the record.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +11,13 @@ from pathlib import Path
 
 from torch import nn
 
-from .checkpoint import load_weights, read_metadata, read_state_dict
-from .deploy.reparameterize import reparameterize
-from .edits import apply_edits
+from . import transforms
+from .checkpoint import load_weights, read_metadata, read_state_dict, record_from_metadata
+from .data.transforms import FASHION_MNIST_INPUT
 from .errors import CheckpointError
 from .models import FeatureListNet
-from .registry import build_model
+from .record import attach_record, in_chans_of, record_of
+from .registry import build_model, canonical_name, eval_transform_for
 
 
 def _shape_kwargs(state_dict: dict) -> dict:
@@ -37,7 +42,8 @@ def create_model(
     ``num_classes`` and ``in_chans`` default to the file's; a different ``num_classes`` keeps the backbone and
     re-initialises the classifier. ``features_only=True`` returns the maps of the last block at each stride
     (``out_indices`` picks among strides 2, 4, 8, 16, 32). Other keyword arguments (``width``, ``drop_rate``,
-    ``drop_path_rate``, the RepGhost ablations) go to the family builder.
+    ``drop_path_rate``, the RepGhost ablations) go to the family builder. The model's ``record``
+    (:class:`~ghostnets.record.ModelRecord`) says what it is, what it was trained on and how it takes images.
     """
     if name is not None and not isinstance(name, str):
         raise TypeError(f"create_model takes a model name (str) first, got {type(name).__name__}; "
@@ -52,40 +58,60 @@ def create_model(
     if name is None:
         if not meta.get("model"):
             raise CheckpointError("create_model needs a model name unless checkpoint_path is a ghostnets .safetensors "
-                                  "file that records it (written by save_checkpoint)")
+                                  "file (written by save_checkpoint) or a run's checkpoint.pth that records it")
         name = meta["model"]
-    if meta.get("model") == name:
-        kwargs = {**meta["kwargs"], **kwargs}
+    name = canonical_name(name)
+    own_file = meta.get("model") == name
+    file_record = record_from_metadata(meta) if own_file else None
+    shapes = _shape_kwargs(state_dict) if state_dict is not None else {}
+    if file_record is not None:
+        kwargs = {**shapes, **file_record.kwargs, **kwargs}
         if meta.get("features") is not None and not features_only:  # a saved feature model rebuilds as one
             features_only, out_indices = True, out_indices or meta["features"]
-    elif state_dict is not None:
-        kwargs = {**_shape_kwargs(state_dict), **kwargs}
+    else:
+        kwargs = {**shapes, **kwargs}
+    kwargs.pop("deploy", None)  # files of ghostnets 0.1 repeat the form among the arguments
     if num_classes is not None:
         kwargs["num_classes"] = num_classes
     if in_chans is not None:
         kwargs["in_chans"] = in_chans
-    if deploy is not None:
-        kwargs["deploy"] = deploy
-    edits = meta.get("edits") if meta.get("model") == name else None
-    deploy_after_loading = False
-    if edits:  # a ghostified or pruned model: the base in training form, the edits replayed, then the file's form
-        want_deploy = kwargs.pop("deploy", False)
-        model = apply_edits(build_model(name, **kwargs), edits)
-        if meta.get("deploy"):
-            if not want_deploy:
-                raise CheckpointError(f"{checkpoint_path} holds the deploy form (BatchNorms folded); it cannot be "
-                                      "loaded as the training form: load it with deploy=True")
-            model = reparameterize(model)
-        deploy_after_loading = want_deploy and not meta.get("deploy")
+    file_deploy = bool(file_record and file_record.deploy)
+    want_deploy = file_deploy if deploy is None else deploy
+    if file_deploy and not want_deploy and file_record.edits:
+        raise CheckpointError(f"{checkpoint_path} holds the deploy form (BatchNorms folded); it cannot be "
+                              "loaded as the training form: load it with deploy=True")
+    edits = [e.as_dict() for e in file_record.edits] if file_record else []
+    if edits or (file_deploy and name.startswith("torchvision:")):
+        # an edited (ghostified, pruned) or torchvision model: the base in training form, the edits replayed, then
+        # the file's form; the other form after loading
+        model = transforms.apply_edits(build_model(name, **kwargs), edits)
+        if file_deploy:
+            model = transforms.reparameterize(model)
+        deploy_after_loading = want_deploy and not file_deploy
     else:
-        model = build_model(name, **kwargs)
+        model = build_model(name, **kwargs, **({"deploy": want_deploy} if want_deploy else {}))
+        deploy_after_loading = False
     if features_only:
         model = FeatureListNet(model, out_indices)
     if state_dict is not None:
         model = load_weights(model, state_dict, source=checkpoint_path)
-        model.class_names = meta.get("class_names")
     if deploy_after_loading:
-        class_names = model.class_names
-        model = reparameterize(model)
-        model.class_names = class_names
-    return model
+        model = transforms.reparameterize(model)
+    return attach_record(model, _final_record(model, name, file_record))
+
+
+def _final_record(model: nn.Module, name: str, file_record):
+    """The built model's record with what the file adds: class names and the input it was trained with. Where
+    none is recorded: the card's, or for a grayscale model the bundled dataset's (Fashion-MNIST, 32 px)."""
+    record = record_of(model)
+    spec = file_record.input if file_record is not None else None
+    spec = spec or record.input
+    if spec is None:
+        in_chans = in_chans_of(model)
+        spec = FASHION_MNIST_INPUT if in_chans == 1 else eval_transform_for(name).with_channels(in_chans)
+    return record.updated(class_names=file_record.class_names if file_record else None, input=spec)
+
+
+def ghostify(model: nn.Module | str, *args, **kwargs) -> nn.Module:
+    """:func:`ghostnets.transforms.ghostify` that also takes a model name (built by :func:`create_model` first)."""
+    return transforms.ghostify(create_model(model) if isinstance(model, str) else model, *args, **kwargs)

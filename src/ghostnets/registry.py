@@ -8,28 +8,12 @@ from dataclasses import asdict, dataclass
 
 from torch import nn
 
+from .data.transforms import InputSpec
 from .errors import UnknownModelError
 from .models import FAMILIES
+from .models.base import ARGUMENT_RULES, check_arguments
 from .models.family import Family, Variant
-from .models.skeleton import ARGUMENT_RULES, check_arguments
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-@dataclass(frozen=True)
-class EvalTransform:
-    """How the paper evaluates: resize the short side to ``resize``, centre-crop ``input_size``, normalise."""
-
-    input_size: tuple[int, int, int] = (3, 224, 224)
-    crop_pct: float = 0.875
-    interpolation: str = "bicubic"
-    mean: tuple[float, float, float] = IMAGENET_MEAN
-    std: tuple[float, float, float] = IMAGENET_STD
-
-    @property
-    def resize(self) -> int:
-        return int(self.input_size[-1] / self.crop_pct)
+from .record import ModelRecord, attach_record
 
 
 @dataclass(frozen=True)
@@ -47,7 +31,7 @@ class ModelCard:
     top5: float | None
     dataset: str
     deploy_params: int | None
-    eval_transform: EvalTransform
+    eval_transform: InputSpec
     recipe: str
     paper: str
     arxiv: str
@@ -66,7 +50,7 @@ def _card(family: Family, name: str, v: Variant) -> ModelCard:
     return ModelCard(
         name=name, family=family.name, width=v.width, params=v.params, madds=v.madds, paper_params_m=v.paper_params,
         paper_madds_m=v.paper_madds, top1=v.top1, top5=v.top5, dataset=family.dataset, deploy_params=v.deploy_params,
-        eval_transform=EvalTransform(**family.eval_transform), recipe=v.recipe or family.recipe, paper=family.paper,
+        eval_transform=family.eval_transform, recipe=v.recipe or family.recipe, paper=family.paper,
         arxiv=family.arxiv, code=family.code, notes=" ".join(filter(None, [family.notes, v.notes])),
     )
 
@@ -103,14 +87,34 @@ def model_info(name: str) -> ModelCard:
     return _CARDS[_lookup(name)]
 
 
+def state_dict_filters() -> list:
+    """Every family's filter of the keys its official files carry beside the weights (checkpoint.py applies them)."""
+    return list(dict.fromkeys(f.state_dict_filter for f in FAMILIES if f.state_dict_filter is not None))
+
+
+def deploy_file_lifters() -> list:
+    """Every family's lift of its official deploy-form files into the training layout."""
+    return list(dict.fromkeys(f.lift_deploy_file for f in FAMILIES if f.lift_deploy_file is not None))
+
+
 TORCHVISION_PREFIX = "torchvision:"
+TORCHVISION_ALIAS = "tv:"  # the short spelling ``ghostnets bench`` has always taken
+
+
+def canonical_name(name: str) -> str:
+    """``tv:NAME`` -> ``torchvision:NAME``; every other name as it is."""
+    return TORCHVISION_PREFIX + name[len(TORCHVISION_ALIAS):] if name.startswith(TORCHVISION_ALIAS) else name
+
+
+def is_torchvision(name: str) -> bool:
+    return canonical_name(name).startswith(TORCHVISION_PREFIX)
 
 
 def build_torchvision(name: str, num_classes: int = 1000, **kwargs) -> nn.Module:
     """``torchvision:resnet50`` (any torchvision classification model) with random weights, as ghostnets records it."""
     import torchvision
 
-    bare = name.removeprefix(TORCHVISION_PREFIX)
+    bare = canonical_name(name).removeprefix(TORCHVISION_PREFIX)
     known = torchvision.models.list_models(module=torchvision.models)
     if bare not in known:
         close = difflib.get_close_matches(bare, known, n=4, cutoff=0.5)
@@ -120,24 +124,27 @@ def build_torchvision(name: str, num_classes: int = 1000, **kwargs) -> nn.Module
         raise ValueError(f"{name} is built by torchvision: it takes num_classes only (3 input channels, training "
                          "form; reparameterize() gives its deploy form)")
     model = torchvision.models.get_model(bare, weights=None, num_classes=num_classes)
-    model.model_name, model.model_kwargs = TORCHVISION_PREFIX + bare, {"num_classes": num_classes}
-    model.in_chans, model.num_classes = 3, num_classes
-    return model
+    return attach_record(model, ModelRecord(TORCHVISION_PREFIX + bare, {"num_classes": num_classes},
+                                            input=TORCHVISION_INPUT))
 
 
-def eval_transform_for(name: str) -> EvalTransform:
+TORCHVISION_INPUT = InputSpec(interpolation="bilinear")  # torchvision's ImageNet eval: bilinear 256 -> 224
+
+
+def eval_transform_for(name: str) -> InputSpec:
     """How to evaluate ``name``: its card's transform, or torchvision's ImageNet one (bilinear 256 -> 224)."""
-    if name.startswith(TORCHVISION_PREFIX):
-        return EvalTransform(interpolation="bilinear")
+    if is_torchvision(name):
+        return TORCHVISION_INPUT
     return model_info(name).eval_transform
 
 
 def build_model(name: str, **kwargs) -> nn.Module:
     """Build a registered model with random weights; ``kwargs`` go to the family builder (``width`` overrides).
 
-    ``torchvision:NAME`` builds torchvision's model of that name (to ghostify or prune it, or compare against it).
+    ``torchvision:NAME`` (or ``tv:NAME``) builds torchvision's model of that name (to ghostify or prune it, or to
+    compare against it). The model carries its :class:`~ghostnets.record.ModelRecord` (name, arguments, input).
     """
-    if isinstance(name, str) and name.startswith(TORCHVISION_PREFIX):
+    if isinstance(name, str) and is_torchvision(name):
         return build_torchvision(name, **{k: v for k, v in kwargs.items() if k not in ("drop_rate", "drop_path_rate",
                                                                                        "channels_last")})
     name = _lookup(name)
@@ -152,6 +159,6 @@ def build_model(name: str, **kwargs) -> nn.Module:
     check_arguments(**{k: v for k, v in kwargs.items() if k in ARGUMENT_RULES})
     kwargs = {"width": _CARDS[name].width, **kwargs}
     model = family.builder(**family.variants[name].builder_kwargs, **kwargs)
-    model.model_name = name
-    model.model_kwargs = kwargs
-    return model
+    card_input = _CARDS[name].eval_transform  # another channel count: the card's transform does not apply
+    spec = card_input if model.in_chans == card_input.channels else None
+    return attach_record(model, ModelRecord(name, kwargs, input=spec, deploy=bool(kwargs.get("deploy", False))))

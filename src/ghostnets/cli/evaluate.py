@@ -6,7 +6,7 @@ import argparse
 import time
 from pathlib import Path
 
-from .options import add_ema_flags
+from .options import add_ema_flags, load_model
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -28,16 +28,16 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from functools import partial
 
-    from ..deploy import reparameterize
     from ..train.distributed import init_distributed
     from ..train.engine import autocast, evaluate
     from ..train.loaders import evaluation_data
-    from .predict import load_for_inference
+    from ..transforms import reparameterize
 
     if args.batch_size < 1 or args.workers < 0:
         raise ValueError("--batch-size must be >= 1 and --workers >= 0")
     context = init_distributed(args.device)
-    model, class_names, spec = load_for_inference(args)
+    model = load_model(args.model, args.checkpoint, args.use_ema)
+    class_names, spec = model.record.class_names, model.record.input
     if args.reparam:
         model = reparameterize(model)
     model.to(context.device)
@@ -52,8 +52,8 @@ def run(args: argparse.Namespace) -> int:
     amp = partial(autocast, context.device, args.amp, "float16" if context.device.type == "cuda" else "bfloat16")
     result = evaluate(model, batches, context, amp=amp)
     seconds = time.perf_counter() - started
-    form = "deploy form" if getattr(model, "deploy", False) else "training form"
-    print(f"{model.model_name} ({form}) on {result['images']} images: top-1 {result['top1']:.2f}%  top-5 "
+    form = "deploy form" if model.deploy else "training form"
+    print(f"{model.record.name} ({form}) on {result['images']} images: top-1 {result['top1']:.2f}%  top-5 "
           f"{result['top5']:.2f}%  loss {result['loss']:.4f}  ({seconds:.1f} s, {result['images'] / seconds:.0f} "
           "images/s)" + (f"; {result['skipped']} corrupt images skipped" if result["skipped"] else ""))
     return 0

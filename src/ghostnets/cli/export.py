@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from ..data.samples import real_images
-from .options import add_ema_flags
+from .options import add_ema_flags, load_model
 
 FORMAT_OF_SUFFIX = {".onnx": "onnx", ".xml": "openvino"}
 BACKEND_OF_FORMAT = {"onnx": "onnxruntime", "openvino": "openvino"}
@@ -49,8 +49,7 @@ def _int8_backend(args: argparse.Namespace, fmt: str | None) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..deploy.export import export_model
-    from .predict import load_for_inference
+    from ..runtime.export import export_model
 
     if args.model is None and args.checkpoint is None:
         raise ValueError("name a model (ghostnets export ghostnet_100 ...) or pass --checkpoint FILE")
@@ -63,20 +62,20 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"pass --format onnx|openvino or an --out ending in .onnx or .xml (got {args.out.name})")
     if args.out.exists() and not args.force:  # before any work
         raise FileExistsError(f"{args.out} exists; pass --force to replace it")
-    model, class_names, spec = load_for_inference(args)
-    report = export_model(model, args.out, format=fmt, spec=spec, class_names=class_names,
-                    real_images=real_images(spec, args.calib), input_size=tuple(args.input_size or ()) or None,
-                    dynamic_batch=args.dynamic_batch, overwrite=args.force)
+    model = load_model(args.model, args.checkpoint, args.use_ema)
+    report = export_model(model, args.out, format=fmt, real_images=real_images(model.record.input, args.calib),
+                          input_size=tuple(args.input_size or ()) or None, dynamic_batch=args.dynamic_batch,
+                          overwrite=args.force)
     for name, (diff, scale) in report.checks.items():
         print(f"{name} images: max |Δ logits| vs PyTorch {diff:.3g} (max |logits| {scale:.3g})")
-    print(f"wrote {', '.join(str(p) for p in report.files)} ({model.model_name}, deploy form, {fmt})")
+    print(f"wrote {', '.join(str(p) for p in report.files)} ({model.record.name}, deploy form, {fmt})")
     return 0
 
 
 def run_int8(args: argparse.Namespace, fmt: str | None) -> int:
     """``--int8``: calibrate on real images, quantize, measure against float32, write the kept backend's file."""
-    from ..deploy.quantize import calibration_images, held_out_images, quantize_model
-    from .predict import load_for_inference
+    from ..data.samples import calibration_images, held_out_images
+    from ..runtime.quantize import quantize_model
 
     backend = _int8_backend(args, fmt)
     if backend != "auto" and args.out.exists() and not args.force:  # before any work (auto: quantize_model checks)
@@ -85,12 +84,13 @@ def run_int8(args: argparse.Namespace, fmt: str | None) -> int:
         raise ValueError("--threads must be >= 1")
     if not 0 <= args.min_agreement <= 100:
         raise ValueError(f"--min-agreement is a percentage between 0 and 100, got {args.min_agreement}")
-    model, class_names, spec = load_for_inference(args)
+    model = load_model(args.model, args.checkpoint, args.use_ema)
+    spec = model.record.input
     calib = calibration_images(spec, args.calib)
     held_out = held_out_images(spec, args.calib)
     print(f"calibrating on {len(calib)} images ({args.calib or 'bundled Fashion-MNIST training split'}); "
           f"agreement on {len(held_out)} held-out images ({args.calib or 'bundled test split'})")
-    report = quantize_model(model, args.out, spec=spec, class_names=class_names, calib=calib, held_out=held_out,
+    report = quantize_model(model, args.out, calib=calib, held_out=held_out,
                             backend=backend, overwrite=args.force, input_size=tuple(args.input_size or ()) or None,
                             dynamic_batch=args.dynamic_batch, threads=args.threads,
                             min_agreement=args.min_agreement / 100)
@@ -102,5 +102,5 @@ def run_int8(args: argparse.Namespace, fmt: str | None) -> int:
     print(f"backend: {report.backend}: {report.reason}")
     print(f"kept in float ({len(report.kept_float)} depthwise layers): " + ", ".join(report.kept_float)
           if report.kept_float else "kept in float: none")
-    print(f"wrote {', '.join(str(p) for p in report.files)} ({model.model_name}, deploy form, int8)")
+    print(f"wrote {', '.join(str(p) for p in report.files)} ({model.record.name}, deploy form, int8)")
     return 0

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ..checkpoint import save_checkpoint
 from ..factory import create_model
-from ..ghostify import FIRST_CONV, ghostify
+from ..transforms.ghostify import FIRST_CONV, ghostify
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -40,16 +40,14 @@ def run(args: argparse.Namespace) -> int:
     model = create_model(args.model, checkpoint_path=args.checkpoint, num_classes=args.num_classes)
     ghosted = ghostify(model, args.ratio, args.dw_size, skip=args.skip, keep_bn=args.keep_bn,
                        input_size=tuple(args.input_size) if args.input_size else None)
-    print(ghosted.ghostify_report.table())
-    report = ghosted.ghostify_report
+    report = ghosted.record.report
+    print(report.table())
     print(f"\nparams {report.params_before:,} -> {report.params_after:,} "
           f"({report.params_before / max(report.params_after, 1):.2f}x smaller)"
           + (f"; MAdds {report.madds_before / 1e6:.1f}M -> {report.madds_after / 1e6:.1f}M "
              f"({report.madds_before / max(report.madds_after, 1):.2f}x fewer)" if report.madds_after else ""))
     if args.out is not None:
-        if not hasattr(model, "model_name"):
-            raise ValueError("this model has no registered name to rebuild it from; save it from Python instead")
-        save_checkpoint(ghosted, args.out, class_names=getattr(model, "class_names", None), overwrite=args.force)
+        save_checkpoint(ghosted, args.out, overwrite=args.force)
         print(f"wrote {args.out} (the new Ghost modules are untrained: train or fine-tune it, e.g. ghostnets train "
-              f"--model {model.model_name} --initial-checkpoint {args.out})")
+              f"--model {model.record.name} --initial-checkpoint {args.out})")
     return 0

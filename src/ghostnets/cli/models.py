@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import argparse
 
-from ..deploy import reparameterize
-from ..profile import count_madds, count_params
+from ..counting import count_madds, count_params
 from ..registry import build_model, list_models, model_info
 from ..table import format_table
+from ..transforms import reparameterize
 
 
 def register(sub: argparse._SubParsersAction) -> None:

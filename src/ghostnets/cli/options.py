@@ -30,3 +30,11 @@ def dashed_overrides(extra: list[str]) -> list[str]:
             pairs.append(f"{item[2:]}=true")
         i += 1
     return pairs
+
+
+def load_model(model: str | None, checkpoint, use_ema: bool | None = None):
+    """The model ``--model`` / ``--checkpoint`` name, with its record: class names and input transform come from a
+    ghostnets file or a run's ``checkpoint.pth``; other files need ``--model`` and get the model card's."""
+    from ..factory import create_model
+
+    return create_model(model, checkpoint_path=checkpoint, use_ema=use_ema)

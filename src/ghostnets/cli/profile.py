@@ -73,16 +73,17 @@ def _check_args(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..deploy import reparameterize
-    from ..profile import profile_layers
-    from .predict import load_for_inference
+    from ..measure import profile_layers
+    from ..record import is_deploy
+    from ..transforms import reparameterize
+    from .options import load_model
 
     _check_args(args)
-    model, _, spec = load_for_inference(argparse.Namespace(model=args.model, checkpoint=args.checkpoint,
-                                                           use_ema=None))
+    model = load_model(args.model, args.checkpoint)
+    spec = model.record.input
     size = tuple(args.input_size) if args.input_size else (spec.size, spec.size)
-    name = getattr(model, "model_name", args.model)
-    already = bool(getattr(model, "deploy", False))
+    name = model.record.name
+    already = is_deploy(model)
     training = profile_layers(model, size)
     deploy = training if already else profile_layers(reparameterize(model), size)
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import re
 from pathlib import Path
 
@@ -47,9 +46,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..checkpoint import save_checkpoint
-    from ..deploy.prune import prune_channels
-    from ..deploy.quantize import calibration_images
-    from .predict import load_for_inference
+    from ..data.samples import calibration_images
+    from ..transforms import prune_channels
+    from .options import load_model
 
     out = args.out or args.checkpoint.with_name(f"{args.checkpoint.stem}_pruned.safetensors")
     if out.suffix != ".safetensors":
@@ -60,17 +59,17 @@ def run(args: argparse.Namespace) -> int:
         raise FileNotFoundError(f"{args.checkpoint} does not exist (or is not a file)")
     if out.exists() and not args.force:  # fail before the work, not after it
         raise FileExistsError(f"{out} exists; pass --force to overwrite it")
-    model, class_names, spec = load_for_inference(args)
+    model = load_model(args.model, args.checkpoint, args.use_ema)
+    spec = model.record.input
     calib = calibration_images(spec, args.calib, args.images)
     print(f"sampling {len(calib)} calibration images ({args.calib or 'bundled Fashion-MNIST training split'})")
     pruned = prune_channels(model, args.target_madds, calib, seed=args.seed,
                             samples_per_image=args.samples_per_image)
-    report = pruned.prune_report
+    report = pruned.record.report
     print(report.table())
     print(f"\nMAdds {report.madds_before / 1e6:.2f}M -> {report.madds_after / 1e6:.2f}M "
           f"({report.madds_before / max(report.madds_after, 1):.2f}x fewer; target {args.target_madds / 1e6:.2f}M)")
-    save_checkpoint(pruned, out, class_names=class_names, overwrite=args.force,
-                    metadata={"input": json.dumps(spec.as_dict())})
-    print(f"wrote {out} (fine-tune it to recover accuracy: ghostnets train --model {model.model_name} "
+    save_checkpoint(pruned, out, overwrite=args.force)
+    print(f"wrote {out} (fine-tune it to recover accuracy: ghostnets train --model {model.record.name} "
           f"--initial-checkpoint {out})")
     return 0

@@ -6,8 +6,9 @@ import argparse
 from pathlib import Path
 
 from ..checkpoint import save_checkpoint
-from ..deploy import is_equivalent, max_output_difference, reparameterize
 from ..factory import create_model
+from ..record import is_deploy
+from ..transforms import is_equivalent, max_output_difference, reparameterize
 from .options import add_ema_flags
 
 
@@ -30,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
     if args.out.exists() and not args.force:  # fail before the work, not after it
         raise FileExistsError(f"{args.out} exists; pass --force to overwrite it")
     model = create_model(args.model, checkpoint_path=args.checkpoint, deploy=False, use_ema=args.use_ema).eval()
-    if getattr(model, "deploy", False):
+    if is_deploy(model):
         raise ValueError(f"{args.checkpoint} is already in deploy form; nothing to convert")
     deployed = reparameterize(model)
     diff, scale = max_output_difference(model, deployed)
@@ -38,6 +39,6 @@ def run(args: argparse.Namespace) -> int:
     if not is_equivalent(diff, scale):
         print("ghostnets: error: the deploy form is not equivalent; nothing written")
         return 1
-    save_checkpoint(deployed, args.out, class_names=model.class_names, overwrite=args.force)
+    save_checkpoint(deployed, args.out, overwrite=args.force)
     print(f"wrote {args.out}")
     return 0

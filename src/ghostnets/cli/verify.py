@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..deploy import is_equivalent, max_output_difference, randomize_batchnorm, reparameterize
-from ..profile import count_madds, count_params
+from ..counting import count_madds, count_params
 from ..registry import build_model, list_models, model_info
 from ..table import format_table
+from ..transforms import is_equivalent, max_output_difference, randomize_batchnorm, reparameterize
 
 MADDS_TOLERANCE = 0.005
 

@@ -1,4 +1,5 @@
-"""Small sets of preprocessed real images: for checking an export, calibrating INT8 and measuring its agreement.
+"""Small sets of preprocessed real images: for checking an export, calibrating INT8 (and channel pruning) and
+measuring INT8's agreement with float32.
 
 From a folder of image files (any depth; unreadable files skipped and counted in one warning) or from the bundled
 Fashion-MNIST (evenly spaced indices, so every class is represented: the splits list the images class by class).
@@ -15,6 +16,7 @@ import torch
 from .transforms import InputSpec
 
 REAL_IMAGES = 8
+CALIBRATION_IMAGES = 256
 
 
 def image_files(folder: Path) -> list[Path]:
@@ -100,3 +102,23 @@ def real_images(spec: InputSpec, folder: Path | None, count: int = REAL_IMAGES) 
     transform = spec.transform()
     step = max(1, len(test) // count)
     return torch.stack([transform(test[i][0]) for i in range(0, min(len(test), step * count), step)])
+
+
+def calibration_images(spec: InputSpec, folder: Path | None, count: int = CALIBRATION_IMAGES) -> torch.Tensor:
+    """Up to ``count`` preprocessed real images for calibration: from ``folder`` (image files at any depth, picked
+    evenly over the sorted list; unreadable ones skipped and counted in a warning; ``DatasetError`` if none can be
+    read), else the bundled Fashion-MNIST *training* split at evenly spaced indices (every class)."""
+    if folder is not None:
+        return spread_folder_images(spec, Path(folder), count)
+    return dataset_images(spec, "train", count)
+
+
+def held_out_images(spec: InputSpec, folder: Path | None, count: int = CALIBRATION_IMAGES) -> torch.Tensor:
+    """Images to measure agreement on, apart from the calibration set: the bundled *test* split, or from ``folder``
+    the files half-way between those :func:`calibration_images` picks (disjoint when it holds ``2 * count``)."""
+    if folder is None:
+        return dataset_images(spec, "test", count)
+    if len(image_files(Path(folder))) < 2 * count:
+        warnings.warn(f"{folder} holds fewer than {2 * count} images: the held-out images for the int8 agreement "
+                      "overlap the calibration images", stacklevel=2)
+    return spread_folder_images(spec, Path(folder), count, offset=0.5)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import torch
 from torchvision import transforms as T
@@ -10,6 +10,8 @@ from torchvision import transforms as T
 from .fashion_mnist import MEAN as FASHION_MEAN
 from .fashion_mnist import STD as FASHION_STD
 
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
 _INTERPOLATIONS = {
     "nearest": T.InterpolationMode.NEAREST, "bilinear": T.InterpolationMode.BILINEAR,
     "bicubic": T.InterpolationMode.BICUBIC, "lanczos": T.InterpolationMode.LANCZOS,
@@ -18,21 +20,42 @@ _INTERPOLATIONS = {
 
 @dataclass(frozen=True)
 class InputSpec:
-    """Evaluation preprocessing: convert to ``channels``, resize the short side to ``resize``, centre-crop
-    ``size - 2*pad``, pad by ``pad`` with zeros, scale to [0, 1], normalise with ``mean``/``std``."""
+    """How a model takes images (a card's eval transform, a checkpoint's recorded input): convert to ``channels``,
+    resize the short side to ``resize``, centre-crop ``size - 2*pad``, pad by ``pad`` with zeros, scale to [0, 1],
+    normalise with ``mean``/``std``. ``input_size`` and ``crop_pct`` give it in timm's terms."""
 
     channels: int = 3
     size: int = 224
     resize: int = 256
     pad: int = 0
     interpolation: str = "bicubic"
-    mean: tuple[float, ...] = (0.485, 0.456, 0.406)
-    std: tuple[float, ...] = (0.229, 0.224, 0.225)
+    mean: tuple[float, ...] = IMAGENET_MEAN
+    std: tuple[float, ...] = IMAGENET_STD
 
     @classmethod
-    def from_crop_pct(cls, size: int, crop_pct: float, interpolation: str, mean, std, channels: int = 3) -> InputSpec:
+    def from_crop_pct(cls, size: int, crop_pct: float, interpolation: str = "bicubic", mean=IMAGENET_MEAN,
+                      std=IMAGENET_STD, channels: int = 3) -> InputSpec:
         """The timm convention: resize to ``size / crop_pct``, then centre-crop ``size``."""
         return cls(channels, size, int(size / crop_pct), 0, interpolation, tuple(mean), tuple(std))
+
+    @property
+    def input_size(self) -> tuple[int, int, int]:
+        """``(channels, size, size)``: the tensor one image becomes."""
+        return (self.channels, self.size, self.size)
+
+    @property
+    def crop_pct(self) -> float:
+        """The share of the resized short side the centre crop keeps (timm's ``crop_pct``)."""
+        return (self.size - 2 * self.pad) / self.resize
+
+    def with_channels(self, channels: int) -> InputSpec:
+        """The same pipeline for ``channels``-channel images (mean/std repeated or averaged to fit)."""
+        if channels == self.channels:
+            return self
+        if len(self.mean) == channels:
+            return replace(self, channels=channels)
+        mean, std = sum(self.mean) / len(self.mean), sum(self.std) / len(self.std)
+        return replace(self, channels=channels, mean=(mean,) * channels, std=(std,) * channels)
 
     def as_dict(self) -> dict:
         return asdict(self)

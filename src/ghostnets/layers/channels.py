@@ -1,4 +1,4 @@
-"""Channel rounding shared by every GhostNet-family table."""
+"""Channel rounding: the GhostNet-family tables' rule and the plain nets' width multiplier."""
 
 from __future__ import annotations
 
@@ -13,3 +13,8 @@ def make_divisible(value: float, divisor: int = 4, min_value: int | None = None)
     if new_value < 0.9 * value:
         new_value += divisor
     return new_value
+
+
+def scaled(channels: int, width: float) -> int:
+    """``channels * width`` rounded, at least 1 (the plain nets' width multiplier, no divisor)."""
+    return max(1, int(round(channels * width)))

@@ -17,27 +17,42 @@ ActFactory = Callable[..., nn.Module]
 
 
 def absorbs_batchnorm(module: nn.Module) -> bool:
-    """True for a module a following BatchNorm folds into: a ``Conv2d``, or one with ``absorb_batchnorm(bn)``."""
-    return isinstance(module, nn.Conv2d) or callable(getattr(module, "absorb_batchnorm", None))
+    """True for a module a following BatchNorm folds into: a ``Conv2d``, or a linear one with ``absorb_batchnorm``."""
+    if isinstance(module, nn.Conv2d):
+        return True
+    return callable(getattr(module, "absorb_batchnorm", None)) and getattr(module, "linear", True)
 
 
-def fold_bn(conv: nn.Module, bn: nn.BatchNorm2d) -> nn.Module:
-    """Return a new biased conv equal to ``bn(conv(x))`` in eval mode (the BN transform of Ioffe & Szegedy 2015).
+def batchnorm_scale_shift(bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(scale, shift)`` with ``bn(x) = x * scale + shift`` per channel in eval mode (Ioffe & Szegedy 2015)."""
+    weight = bn.weight if bn.weight is not None else torch.ones_like(bn.running_var)
+    bias = bn.bias if bn.bias is not None else torch.zeros_like(bn.running_mean)
+    scale = weight / torch.sqrt(bn.running_var + bn.eps)
+    return scale, bias - bn.running_mean * scale
 
-    A module that is not a ``Conv2d`` but has ``absorb_batchnorm(bn)`` (the plug-and-play Ghost module) folds itself.
-    """
-    if not isinstance(conv, nn.Conv2d):
-        return conv.absorb_batchnorm(bn)
+
+def fold_affine(conv: nn.Conv2d, scale: torch.Tensor, shift: torch.Tensor) -> DeployConv2d:
+    """A new biased conv computing ``conv(x) * scale + shift`` per output channel: every BatchNorm fold is this."""
     fused = DeployConv2d(
         conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding, conv.dilation,
         conv.groups, bias=True, padding_mode=conv.padding_mode,
     ).to(device=conv.weight.device, dtype=conv.weight.dtype)
     with torch.no_grad():
-        scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
-        bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
+        bias = conv.bias if conv.bias is not None else torch.zeros_like(shift)
         fused.weight.copy_(conv.weight * scale.reshape(-1, 1, 1, 1))
-        fused.bias.copy_(bn.bias + (bias - bn.running_mean) * scale)
+        fused.bias.copy_(bias * scale + shift)
     return fused
+
+
+def fold_bn(conv: nn.Module, bn: nn.BatchNorm2d) -> nn.Module:
+    """Return a new biased conv equal to ``bn(conv(x))`` in eval mode.
+
+    A module that is not a ``Conv2d`` but has ``absorb_batchnorm(bn)`` (the drop-in Ghost module) folds itself.
+    """
+    if not isinstance(conv, nn.Conv2d):
+        return conv.absorb_batchnorm(bn)
+    with torch.no_grad():
+        return fold_affine(conv, *batchnorm_scale_shift(bn))
 
 
 def init_conv_weights(module: nn.Module) -> None:
@@ -70,16 +85,23 @@ def fold_named_pairs(module: nn.Module, pairs: Iterable[tuple[str, str]]) -> nn.
 
 
 def conv_norm(
-    in_chs: int, out_chs: int, kernel_size: int | tuple[int, int], stride: int = 1, *, groups: int = 1,
-    padding: int | tuple[int, int] | None = None, deploy: bool = False,
+    in_chs: int, out_chs: int, kernel_size: int | tuple[int, int], stride: int | tuple[int, int] = 1, *,
+    groups: int = 1, padding: int | tuple[int, int] | str | None = None, dilation: int | tuple[int, int] = 1,
+    padding_mode: str = "zeros", norm: bool = True, bias: bool = False, deploy: bool = False,
 ) -> list[nn.Module]:
-    """``[Conv2d, BatchNorm2d]`` in training form, ``[DeployConv2d(bias=True), Identity]`` in deploy form."""
+    """``[Conv2d, BatchNorm2d]`` in training form, ``[DeployConv2d(bias=True), Identity]`` in deploy form.
+
+    ``padding`` defaults to ``kernel_size // 2`` ("same" for odd kernels). ``norm=False``: one bare conv
+    (``bias`` as asked), the same in both forms.
+    """
     if padding is None:
         padding = tuple(k // 2 for k in kernel_size) if isinstance(kernel_size, tuple) else kernel_size // 2
+    geometry = dict(stride=stride, padding=padding, dilation=dilation, groups=groups, padding_mode=padding_mode)
+    if not norm:
+        return [nn.Conv2d(in_chs, out_chs, kernel_size, bias=bias, **geometry)]
     if deploy:
-        return [DeployConv2d(in_chs, out_chs, kernel_size, stride, padding, groups=groups, bias=True), nn.Identity()]
-    conv = nn.Conv2d(in_chs, out_chs, kernel_size, stride, padding, groups=groups, bias=False)
-    return [conv, nn.BatchNorm2d(out_chs)]
+        return [DeployConv2d(in_chs, out_chs, kernel_size, bias=True, **geometry), nn.Identity()]
+    return [nn.Conv2d(in_chs, out_chs, kernel_size, bias=False, **geometry), nn.BatchNorm2d(out_chs)]
 
 
 def is_identity(module: nn.Module | None) -> bool:

@@ -1,9 +1,10 @@
-"""The Ghost module and the Ghost bottleneck (Han et al., CVPR 2020, arXiv 1911.11907, Sec. 3.1-3.2, Fig. 2-3)."""
+"""The Ghost module and the Ghost bottleneck (Han et al., CVPR 2020, arXiv 1911.11907, Sec. 3.1-3.2, 4.1, Fig. 2-3)."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from functools import partial
 
 import torch
 from torch import nn
@@ -11,9 +12,11 @@ from torch import nn
 from .conv_bn_act import (
     ActFactory,
     ConvSequence,
+    activation,
+    batchnorm_scale_shift,
     can_update_in_place,
-    conv_bn_act,
     conv_norm,
+    fold_affine,
     fold_named_pairs,
     is_identity,
 )
@@ -22,38 +25,103 @@ from .drop_path import DropPath
 from .squeeze_excite import SqueezeExcite
 
 
+def check_ghost_ratio(ratio: object, dw_size: object) -> None:
+    """The Ghost module's two hyper-parameters: an integer ratio s >= 2 and an odd cheap kernel d >= 1."""
+    if isinstance(ratio, bool) or not isinstance(ratio, int) or ratio < 2:
+        raise ValueError(f"Ghost ratio s must be an integer >= 2 (s=2 halves a conv's cost), got {ratio!r}")
+    if isinstance(dw_size, bool) or not isinstance(dw_size, int) or dw_size < 1 or dw_size % 2 == 0:
+        raise ValueError(f"the cheap operation's kernel d (dw_size) must be an odd integer >= 1 (the paper uses 3), "
+                         f"got {dw_size!r}")
+
+
 class GhostModule(nn.Module):
     """A primary conv makes ``ceil(out / ratio)`` intrinsic maps; a cheap depthwise ``dw_size`` conv makes the ghosts.
 
-    Output = concat(intrinsic, ghosts)[:, :out] (eq. 3 of the paper). With ``use_dfc`` the output is multiplied by
-    GhostNetV2's DFC attention computed from the module input (``short_conv``).
+    Output = concat(intrinsic, ghosts)[:, :out] (eq. 3 of the paper). Two uses, one class:
+
+    - inside GhostNet's bottleneck (``act_layer=nn.ReLU`` or ``None``): 1x1 primary, BN and the activation after
+      both convs (``primary_conv``/``cheap_operation`` = ``[conv, bn, act]``, the official keys); ``use_dfc`` adds
+      GhostNetV2's DFC attention computed from the module input (``short_conv``);
+    - as a drop-in ``nn.Conv2d`` (Sec. 4.1; ``ghostify``, the Ghost-ResNet/VGG): ``GhostModule(in, out,
+      kernel_size, stride, padding, dilation, bias)`` keeps the replaced conv's kernel, stride, padding and
+      dilation on the primary conv; linear (no activation), so the model's own BN and ReLU after it stay where they
+      were. ``norm=False`` makes both convs bare (biased when the replaced conv was).
+
+    In deploy form the inner BatchNorms are folded, and a BatchNorm that followed a linear module is absorbed too
+    (:meth:`absorb_batchnorm`): into the cheap conv for the ghosts and as a per-channel scale and shift
+    (``intrinsic_scale``/``intrinsic_shift``) for the intrinsic maps, which the cheap conv still reads unscaled.
     """
 
     def __init__(
-        self, in_chs: int, out_chs: int, *, kernel_size: int = 1, ratio: int = 2, dw_size: int = 3, stride: int = 1,
-        act_layer: ActFactory | None = nn.ReLU, use_dfc: bool = False, deploy: bool = False,
+        self, in_chs: int, out_chs: int, kernel_size: int | tuple[int, int] = 1, stride: int | tuple[int, int] = 1,
+        padding: int | tuple[int, int] | str | None = None, dilation: int | tuple[int, int] = 1, bias: bool = False,
+        *, ratio: int = 2, dw_size: int = 3, act_layer: ActFactory | None = None, norm: bool = True,
+        use_dfc: bool = False, padding_mode: str = "zeros", deploy: bool = False,
     ) -> None:
         super().__init__()
-        if not isinstance(ratio, int) or ratio < 2:
-            raise ValueError(f"Ghost ratio s must be an integer >= 2, got {ratio!r}")
-        self.out_chs = out_chs
+        check_ghost_ratio(ratio, dw_size)
+        self.in_channels, self.out_channels, self.ratio, self.dw_size = in_chs, out_chs, ratio, dw_size
         init_chs = math.ceil(out_chs / ratio)
+        self.init_channels = init_chs
         self.trim = init_chs * ratio != out_chs  # concat is wider than asked: keep the first out_chs
-        self.primary_conv = conv_bn_act(in_chs, init_chs, kernel_size, stride, act_layer=act_layer, deploy=deploy)
-        self.cheap_operation = conv_bn_act(
-            init_chs, init_chs * (ratio - 1), dw_size, groups=init_chs, act_layer=act_layer, deploy=deploy
-        )
+        conv_args = dict(norm=norm, bias=bias, deploy=deploy)
+        self.primary_conv = ConvSequence(
+            *conv_norm(in_chs, init_chs, kernel_size, stride, padding=padding, dilation=dilation,
+                       padding_mode=padding_mode, **conv_args), activation(act_layer))
+        self.cheap_operation = ConvSequence(
+            *conv_norm(init_chs, init_chs * (ratio - 1), dw_size, groups=init_chs, **conv_args), activation(act_layer))
+        if deploy:
+            self.primary_conv.fuse_relus()
+            self.cheap_operation.fuse_relus()
         self.short_conv = DFCAttention(in_chs, out_chs, kernel_size, stride, deploy=deploy) if use_dfc else None
+        self.linear = act_layer is None and not use_dfc  # a BatchNorm after it can be absorbed
+        self.register_buffer("intrinsic_scale", None)
+        self.register_buffer("intrinsic_shift", None)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x1 = self.primary_conv(x)
-        out = torch.cat([x1, self.cheap_operation(x1)], dim=1)
+        ghosts = self.cheap_operation(x1)
+        if self.intrinsic_scale is not None:
+            x1 = torch.addcmul(self.intrinsic_shift.view(1, -1, 1, 1), x1, self.intrinsic_scale.view(1, -1, 1, 1))
+        out = torch.cat([x1, ghosts], dim=1)
         if self.trim:
-            out = out[:, : self.out_chs]
+            out = out[:, : self.out_channels]
         if self.short_conv is not None:
             gate = self.short_conv(x, out.shape[-2:])
             out = out.mul_(gate) if can_update_in_place(out) else out * gate
         return out
+
+    def fuse(self) -> GhostModule:
+        """Fold the inner BatchNorms (in place; ``reparameterize`` works on a copy)."""
+        self.primary_conv = self.primary_conv.fuse()
+        self.cheap_operation = self.cheap_operation.fuse()
+        return self
+
+    @torch.no_grad()
+    def absorb_batchnorm(self, bn: nn.BatchNorm2d) -> GhostModule:
+        """Return this module with ``bn`` (applied to its output) folded in: the same function in eval mode."""
+        if not self.linear:
+            raise TypeError("a BatchNorm after a Ghost module with an activation or DFC attention cannot be folded")
+        self.fuse()
+        scale, shift = batchnorm_scale_shift(bn)
+        init, n_ghosts = self.init_channels, self.out_channels - self.init_channels
+        cheap = self.cheap_operation[0]
+        pad = cheap.out_channels - n_ghosts  # trimmed ghosts: never seen, keep them as they are
+        ones, zeros = torch.ones_like(scale[:1]).expand(pad), torch.zeros_like(shift[:1]).expand(pad)
+        self.cheap_operation[0] = fold_affine(cheap, torch.cat([scale[init:], ones]), torch.cat([shift[init:], zeros]))
+        old_scale = self.intrinsic_scale if self.intrinsic_scale is not None else torch.ones_like(scale[:init])
+        old_shift = self.intrinsic_shift if self.intrinsic_shift is not None else torch.zeros_like(shift[:init])
+        self.intrinsic_scale = old_scale * scale[:init]
+        self.intrinsic_shift = old_shift * scale[:init] + shift[:init]
+        return self
+
+    def extra_repr(self) -> str:
+        return f"{self.in_channels}, {self.out_channels}, ratio={self.ratio}, dw_size={self.dw_size}"
+
+
+def ghost_or_plain_conv(ghost_ratio: int | None, dw_size: int = 3) -> Callable[..., nn.Module]:
+    """``nn.Conv2d`` for a baseline, or the drop-in Ghost module at ratio s taking its place (paper Sec. 4.1)."""
+    return nn.Conv2d if ghost_ratio is None else partial(GhostModule, ratio=ghost_ratio, dw_size=dw_size)
 
 
 GhostLayerFactory = Callable[..., nn.Module]

@@ -1,5 +1,6 @@
 """Model families, one file each; ``FAMILIES`` is what the registry registers."""
 
+from .base import ClassifierNet
 from .features import FeatureListNet
 from .ghostnet import FAMILY as GHOSTNET
 from .ghostnet import ghostnet
@@ -16,4 +17,5 @@ from .vgg import VGG
 
 FAMILIES = (GHOSTNET, GHOSTNETV2, REPGHOSTNET, RESNET_CIFAR, VGG_CIFAR, RESNET)
 
-__all__ = ["FAMILIES", "FeatureListNet", "GhostFamilyNet", "ResNet", "VGG", "ghostnet", "ghostnetv2", "repghostnet"]
+__all__ = ["FAMILIES", "ClassifierNet", "FeatureListNet", "GhostFamilyNet", "ResNet", "VGG", "ghostnet", "ghostnetv2",
+           "repghostnet"]

@@ -7,14 +7,16 @@ from dataclasses import dataclass, field
 
 from torch import nn
 
+from ..data.transforms import InputSpec
 
-@dataclass(frozen=True)
+
+@dataclass(frozen=True, kw_only=True)
 class Variant:
     """One published width of a family, with the paper's figures and the exact counts of the official code."""
 
     width: float
-    params: int  # exact count of the official model class (REFERENCE.md), training form
-    madds: float  # multiply-adds at the card's input size (224x224; 32x32 for CIFAR models), conv + linear, computed
+    params: int  # exact count of the official model class (docs/reference.md), training form
+    madds: int  # exact multiply-adds at the card's input size (224x224; 32x32 for CIFAR models), conv + linear
     paper_params: float  # as printed in the paper, in millions
     paper_madds: float  # as printed in the paper, in millions
     top1: float
@@ -40,5 +42,9 @@ class Family:
     recipe: str
     notes: str = ""
     extra_kwargs: tuple[str, ...] = field(default_factory=tuple)
-    eval_transform: dict = field(default_factory=dict)  # EvalTransform fields where they differ from ImageNet's
+    eval_transform: InputSpec = InputSpec()  # how the paper evaluates (default: ImageNet, bicubic 256 -> 224)
     dataset: str = "ImageNet"  # where the paper's top-1 was measured
+    # checkpoint adapters (timm's checkpoint_filter_fn): drop keys of the official files that are no weights, and
+    # lift an official deploy-form file into the training layout of a model of this family (None: not one)
+    state_dict_filter: Callable[[dict], dict] | None = None
+    lift_deploy_file: Callable[[nn.Module, dict], dict | None] | None = None

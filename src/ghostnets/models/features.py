@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from ..record import attach_record, record_of
 from .skeleton import GhostFamilyNet, fuse_stem
 
 
@@ -32,8 +33,7 @@ class FeatureListNet(nn.Module):
         self.feature_info = [dict(model.feature_info[i], index=i) for i in out_indices]
         self.out_indices = out_indices
         self.in_chans, self.deploy, self.channels_last = model.in_chans, model.deploy, model.channels_last
-        if hasattr(model, "model_name"):  # what save_checkpoint records to rebuild it
-            self.model_name, self.model_kwargs = model.model_name, model.model_kwargs
+        attach_record(self, record_of(model))  # what save_checkpoint records to rebuild it
         self.conv_stem, self.bn1, self.act1 = model.conv_stem, model.bn1, model.act1
         taps = [int(info["module"].split(".")[1]) for info in self.feature_info]
         self.blocks = model.blocks[: max(taps) + 1]

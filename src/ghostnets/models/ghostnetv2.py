@@ -24,6 +24,14 @@ def _ghostv2_block(index, in_chs, mid_chs, out_chs, k, stride, se_ratio, drop_pa
     )
 
 
+PROFILER_KEYS = ("total_ops", "total_params")  # thop's buffers, saved at every module of the official files
+
+
+def drop_profiler_keys(state_dict: dict) -> dict:
+    """The official GhostNetV2 files without the profiler buffers ``total_ops``/``total_params``."""
+    return {k: v for k, v in state_dict.items() if k.rsplit(".", 1)[-1] not in PROFILER_KEYS}
+
+
 def ghostnetv2(width: float = 1.0, **kwargs) -> GhostFamilyNet:
     """GhostNetV2 at any ``width`` (published: 1.0, 1.3, 1.6)."""
     return GhostFamilyNet(GHOSTNET_TABLE, _ghostv2_block, make_divisible(FINAL_CHS * width, 4), width=width, **kwargs)
@@ -33,13 +41,17 @@ FAMILY = Family(
     name="ghostnetv2",
     builder=ghostnetv2,
     variants={
-        "ghostnetv2_100": Variant(1.0, 6_156_908, 167.0e6, 6.1, 167, 75.3),
-        "ghostnetv2_130": Variant(1.3, 8_960_404, 269.3e6, 8.9, 269, 76.9),
-        "ghostnetv2_160": Variant(1.6, 12_392_698, 398.6e6, 12.3, 399, 77.8),
+        "ghostnetv2_100": Variant(width=1.0, params=6_156_908, madds=167_048_288, paper_params=6.1,
+                                  paper_madds=167, top1=75.3),
+        "ghostnetv2_130": Variant(width=1.3, params=8_960_404, madds=269_322_976, paper_params=8.9,
+                                  paper_madds=269, top1=76.9),
+        "ghostnetv2_160": Variant(width=1.6, params=12_392_698, madds=398_607_224, paper_params=12.3,
+                                  paper_madds=399, top1=77.8),
     },
     paper="Tang et al., GhostNetV2: Enhance Cheap Operation with Long-Range Attention, NeurIPS 2022",
     arxiv="https://arxiv.org/abs/2211.12905",
     code="https://github.com/huawei-noah/Efficient-AI-Backbones/tree/master/ghostnetv2_pytorch",
     recipe="ghostnetv2",
     notes="Official files carry profiler buffers (total_ops/total_params); they are dropped on load.",
+    state_dict_filter=drop_profiler_keys,
 )

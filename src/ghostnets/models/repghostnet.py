@@ -7,9 +7,13 @@ stage twice as wide. Ablations of the paper through keyword arguments: ``reparam
 
 from __future__ import annotations
 
+import math
 from functools import partial
 
-from ..layers import RepGhostBottleneck, make_divisible
+import torch
+from torch import nn
+
+from ..layers import RepGhostBottleneck, RepGhostModule, make_divisible
 from .family import Family, Variant
 from .skeleton import GhostFamilyNet, StageTable
 
@@ -42,23 +46,58 @@ def repghostnet(
     return GhostFamilyNet(REPGHOSTNET_TABLE, block, make_divisible(FINAL_CHS * width, 4), width=width, **kwargs)
 
 
-def _variant(width, params, deploy_params, madds, paper_params, paper_madds, top1):
-    recipe = "repghostnet_large" if width >= 1.3 else "repghostnet_small"  # RandAugment only from 1.3x up
-    return Variant(width, params, madds, paper_params, paper_madds, top1, deploy_params=deploy_params, recipe=recipe)
+def lift_official_deploy_file(model: nn.Module, state_dict: dict) -> dict | None:
+    """Rewrite an official RepGhost deploy file (fused ``cheap_operation.weight/bias``, no ``fusion_bn``) into the
+    training-form layout of ``model`` with an identity BN and zeroed fusion BNs: the same function, exactly loadable."""
+    out = dict(state_dict)
+    lifted = False
+    for name, module in model.named_modules():
+        if not isinstance(module, RepGhostModule) or isinstance(module.cheap_operation, nn.Conv2d):
+            continue
+        p = f"{name}.cheap_operation."
+        if p + "weight" not in out:
+            continue
+        if not all(isinstance(b, nn.BatchNorm2d) for b in module.fusion_bn):
+            return None  # a bare identity branch cannot be switched off by weights
+        bn = module.cheap_operation[1]
+        weight, bias = out.pop(p + "weight"), out.pop(p + "bias")
+        ones = torch.ones_like(bias)
+        out[p + "0.weight"] = weight
+        out.update({p + "1.weight": ones * math.sqrt(1.0 + bn.eps), p + "1.bias": bias, p + "1.running_mean": ones * 0,
+                    p + "1.running_var": ones, p + "1.num_batches_tracked": torch.tensor(0)})
+        for i, _ in enumerate(module.fusion_bn):
+            q = f"{name}.fusion_bn.{i}."
+            out.update({q + "weight": ones * 0, q + "bias": ones * 0, q + "running_mean": ones * 0,
+                        q + "running_var": ones, q + "num_batches_tracked": torch.tensor(0)})
+        lifted = True
+    return out if lifted else None
+
+
+def _variant(**figures) -> Variant:
+    recipe = "repghostnet_large" if figures["width"] >= 1.3 else "repghostnet_small"  # RandAugment only from 1.3x up
+    return Variant(**figures, recipe=recipe)
 
 
 FAMILY = Family(
     name="repghostnet",
     builder=repghostnet,
     variants={
-        "repghostnet_050": _variant(0.5, 2_313_968, 2_306_528, 43.3e6, 2.3, 43, 66.9),
-        "repghostnet_058": _variant(0.58, 2_546_388, 2_537_736, 59.8e6, 2.5, 60, 68.9),
-        "repghostnet_080": _variant(0.8, 3_278_968, 3_267_112, 95.5e6, 3.3, 96, 72.2),
-        "repghostnet_100": _variant(1.0, 4_073_604, 4_058_772, 142.4e6, 4.1, 142, 74.2),
-        "repghostnet_111": _variant(1.11, 4_539_984, 4_523_568, 170.1e6, 4.5, 170, 75.1),
-        "repghostnet_130": _variant(1.3, 5_478_612, 5_459_316, 231.1e6, 5.5, 231, 76.4),
-        "repghostnet_150": _variant(1.5, 6_575_336, 6_553_064, 301.3e6, 6.6, 301, 77.5),
-        "repghostnet_200": _variant(2.0, 9_796_124, 9_766_460, 515.9e6, 9.8, 516, 78.8),
+        "repghostnet_050": _variant(width=0.5, params=2_313_968, deploy_params=2_306_528, madds=43_314_720,
+                                    paper_params=2.3, paper_madds=43, top1=66.9),
+        "repghostnet_058": _variant(width=0.58, params=2_546_388, deploy_params=2_537_736, madds=59_804_016,
+                                    paper_params=2.5, paper_madds=60, top1=68.9),
+        "repghostnet_080": _variant(width=0.8, params=3_278_968, deploy_params=3_267_112, madds=95_518_948,
+                                    paper_params=3.3, paper_madds=96, top1=72.2),
+        "repghostnet_100": _variant(width=1.0, params=4_073_604, deploy_params=4_058_772, madds=142_394_128,
+                                    paper_params=4.1, paper_madds=142, top1=74.2),
+        "repghostnet_111": _variant(width=1.11, params=4_539_984, deploy_params=4_523_568, madds=170_124_224,
+                                    paper_params=4.5, paper_madds=170, top1=75.1),
+        "repghostnet_130": _variant(width=1.3, params=5_478_612, deploy_params=5_459_316, madds=231_123_652,
+                                    paper_params=5.5, paper_madds=231, top1=76.4),
+        "repghostnet_150": _variant(width=1.5, params=6_575_336, deploy_params=6_553_064, madds=301_315_856,
+                                    paper_params=6.6, paper_madds=301, top1=77.5),
+        "repghostnet_200": _variant(width=2.0, params=9_796_124, deploy_params=9_766_460, madds=515_869_856,
+                                    paper_params=9.8, paper_madds=516, top1=78.8),
     },
     paper="Chen et al., RepGhost: A Hardware-Efficient Ghost Module via Re-parameterization, arXiv 2022",
     arxiv="https://arxiv.org/abs/2211.06088",
@@ -66,4 +105,5 @@ FAMILY = Family(
     recipe="repghostnet_small",
     notes="Released files are full training checkpoints; the paper's accuracies are the EMA weights (state_dict_ema).",
     extra_kwargs=("shortcut", "reparam_bn", "reparam_identity"),
+    lift_deploy_file=lift_official_deploy_file,
 )

@@ -10,12 +10,12 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..layers import ConvBnAct, conv_norm, make_divisible
 from ..layers.conv_bn_act import fold_named_pairs, init_conv_weights, is_identity
 from ..layers.deploy_conv import fuse_relu
+from .base import ClassifierNet
 from .input_check import prepare_input
 
 # One bottleneck per row: (dw kernel k, expansion (mid) channels, out channels, SE ratio, stride).
@@ -27,49 +27,22 @@ BlockFn = Callable[[int, int, int, int, int, int, float, float, bool], nn.Module
 HEAD_CHS = 1280
 
 
-def _is_number(v: object) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-
-ARGUMENT_RULES: dict[str, tuple[Callable[[object], bool], str]] = {
-    "width": (lambda v: _is_number(v) and v > 0, "a positive number"),
-    "num_classes": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0,
-                    "an integer >= 0 (0: no classifier)"),
-    "in_chans": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1, "an integer >= 1"),
-    "drop_rate": (lambda v: _is_number(v) and 0 <= v < 1, "a number in [0, 1)"),
-    "drop_path_rate": (lambda v: _is_number(v) and 0 <= v < 1, "a number in [0, 1)"),
-    "deploy": (lambda v: isinstance(v, bool), "True or False"),
-    "channels_last": (lambda v: isinstance(v, bool), "True or False"),
-}
-
-
-def check_arguments(**arguments: object) -> None:
-    """Raise one ``ValueError`` naming every argument that is out of its range."""
-    problems = [f"{name} must be {what}, got {value!r}" for name, value in arguments.items()
-                for valid, what in [ARGUMENT_RULES[name]] if not valid(value)]
-    if problems:
-        raise ValueError("; ".join(problems))
-
-
 def fuse_stem(model: nn.Module) -> None:
     """Fold the stem BatchNorm into ``conv_stem`` and fuse its ReLU (shared by the classifier and feature nets)."""
     fold_named_pairs(model, [("conv_stem", "bn1")])
     model.conv_stem, model.act1 = fuse_relu(model.conv_stem, model.act1)
 
 
-class GhostFamilyNet(nn.Module):
-    """A GhostNet-style classifier built from a stage table, with the model API users know from timm."""
+class GhostFamilyNet(ClassifierNet):
+    """A GhostNet-style classifier built from a stage table (the shared API is :class:`ClassifierNet`'s)."""
 
     def __init__(
         self, table: StageTable, block_fn: BlockFn, final_chs: int, *, width: float = 1.0, num_classes: int = 1000,
         in_chans: int = 3, drop_rate: float = 0.2, drop_path_rate: float = 0.0, deploy: bool = False,
         channels_last: bool = True,
     ) -> None:
-        super().__init__()
-        check_arguments(width=width, num_classes=num_classes, in_chans=in_chans, drop_rate=drop_rate,
-                         drop_path_rate=drop_path_rate, deploy=deploy, channels_last=channels_last)
-        self.in_chans, self.num_classes, self.drop_rate, self.deploy = in_chans, num_classes, drop_rate, deploy
-        self.channels_last = channels_last
+        super().__init__(num_classes=num_classes, in_chans=in_chans, drop_rate=drop_rate, width=width, deploy=deploy,
+                         channels_last=channels_last, drop_path_rate=drop_path_rate, default_input_size=(224, 224))
         stem_chs = make_divisible(16 * width, 4)
         self.conv_stem, self.bn1 = conv_norm(in_chans, stem_chs, 3, 2, deploy=deploy)
         self.conv_stem, self.act1 = fuse_relu(self.conv_stem, nn.ReLU(inplace=True))
@@ -94,15 +67,18 @@ class GhostFamilyNet(nn.Module):
         self.feature_info = [info for i, info in enumerate(stage_info)
                              if i + 1 == len(stage_info) or stage_info[i + 1]["reduction"] != info["reduction"]]
         self.num_features = final_chs
-        self.head_hidden_size = HEAD_CHS
 
         self.global_pool = nn.AdaptiveAvgPool2d(1)
         self.conv_head = nn.Conv2d(final_chs, HEAD_CHS, 1, bias=True)
         self.act2 = nn.ReLU(inplace=True)
         self.flatten = nn.Flatten(1)
-        self.classifier = nn.Linear(HEAD_CHS, num_classes) if num_classes > 0 else nn.Identity()
+        self.classifier = self.make_head(num_classes)
         self._init_weights()
         self.use_channels_last(channels_last)
+
+    @property
+    def head_hidden_size(self) -> int:
+        return HEAD_CHS
 
     def _init_weights(self) -> None:
         init_conv_weights(self)
@@ -111,14 +87,11 @@ class GhostFamilyNet(nn.Module):
                 nn.init.normal_(m.weight, 0, 0.01)
                 nn.init.zeros_(m.bias)
 
-    def use_channels_last(self, enable: bool = True) -> GhostFamilyNet:
-        """Store weights and run activations channels_last (NHWC; inputs are converted on entry) or not.
+    def group_matcher(self, coarse: bool = False) -> dict:
+        return {**super().group_matcher(coarse), "head": r"^conv_head"}
 
-        The default: on CPU, oneDNN's depthwise and 1x1 convolutions run 20-40 % faster in NHWC, for inference and
-        for training alike, and channels_last is the recommended format for mixed precision on GPUs.
-        """
-        self.channels_last = enable
-        return self.to(memory_format=torch.channels_last if enable else torch.contiguous_format)
+    def stages(self) -> list[tuple[str, nn.Module]]:
+        return [(f"blocks.{i}", stage) for i, stage in enumerate(self.blocks)]
 
     def forward_stem(self, x: torch.Tensor) -> torch.Tensor:
         x = self.conv_stem(prepare_input(x, self.in_chans, self.channels_last, self.conv_stem.weight))
@@ -126,33 +99,8 @@ class GhostFamilyNet(nn.Module):
             x = self.bn1(x)
         return x if is_identity(self.act1) else self.act1(x)
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """(N, in_chans, H, W) -> (N, num_features, ceil(H / 32), ceil(W / 32))."""
-        return self.blocks(self.forward_stem(x))
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = self.flatten(self.act2(self.conv_head(self.global_pool(x))))
-        if pre_logits:
-            return x
-        if self.drop_rate > 0.0:
-            x = F.dropout(x, p=self.drop_rate, training=self.training)
-        return self.classifier(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
-
-    def get_classifier(self) -> nn.Module:
-        return self.classifier
-
-    def reset_classifier(self, num_classes: int, global_pool: str = "avg") -> None:
-        """Replace the classifier with a fresh ``Linear(1280, num_classes)`` (``nn.Identity`` for 0)."""
-        if global_pool != "avg":
-            raise ValueError(f"only global_pool='avg' is supported (the papers' head), got {global_pool!r}")
-        check_arguments(num_classes=num_classes)
-        self.num_classes = num_classes
-        self.classifier = nn.Linear(HEAD_CHS, num_classes) if num_classes > 0 else nn.Identity()
-        if hasattr(self, "model_kwargs"):  # what save_checkpoint records to rebuild the model
-            self.model_kwargs = {**self.model_kwargs, "num_classes": num_classes}
+    def forward_pre_logits(self, x: torch.Tensor) -> torch.Tensor:
+        return self.flatten(self.act2(self.conv_head(self.global_pool(x))))
 
     def fuse(self) -> GhostFamilyNet:
         """Fold the stem BatchNorm; the walker in :func:`ghostnets.reparameterize` has fused every block already."""

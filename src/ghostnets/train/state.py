@@ -6,7 +6,6 @@ The layout follows the official RepGhost/timm training checkpoints (``state_dict
 
 from __future__ import annotations
 
-import json
 import random
 from pathlib import Path
 
@@ -14,9 +13,8 @@ import numpy as np
 import torch
 
 from ..atomic import atomic_write
+from ..checkpoint import TRAIN_STATE_FORMAT as STATE_FORMAT
 from ..errors import CheckpointError
-
-STATE_FORMAT = "ghostnets-train-state/1"
 
 
 def capture_rng() -> dict:
@@ -58,19 +56,3 @@ def load_state(path: Path) -> dict:
         raise CheckpointError(f"{path} is not a ghostnets training state (format {STATE_FORMAT}); "
                               "to start from its weights instead, pass it as an initial checkpoint")
     return state
-
-
-def run_metadata(path: str | Path) -> dict:
-    """What a run's ``checkpoint.pth`` records of its model, in :func:`ghostnets.read_metadata`'s shape (``model``,
-    ``kwargs``, ``class_names``, ``extra["input"]``); ``{}`` for any other file."""
-    path = Path(path)
-    if path.suffix != ".pth" or not path.is_file():
-        return {}
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # not ours, or unreadable: the weights loader gives the clear message
-        return {}
-    if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
-        return {}
-    return {"model": state["arch"], "kwargs": dict(state["config"].get("model_kwargs") or {}),
-            "class_names": list(state["class_names"]), "extra": {"input": json.dumps(state["input"])}}

@@ -281,9 +281,9 @@ class Trainer:
         and they evaluate at least as well as the raw weights (a young EMA lags behind), else the raw weights."""
         source = self.ema.module if use_ema else self.module
         meta = {"epoch": str(self.progress.epoch), "top1": f"{top1:.4f}", "recipe": self.config.recipe,
-                "weights": "ema" if use_ema else "model",
-                "input": json.dumps(self.data.input_spec.as_dict())}
-        return save_checkpoint(source, self.out / name, class_names=self.data.class_names, metadata=meta)
+                "weights": "ema" if use_ema else "model"}
+        return save_checkpoint(source, self.out / name, class_names=self.data.class_names,
+                               input=self.data.input_spec, metadata=meta)
 
     # ---------------------------------------------------------------------------------------------- the loop
     def _log(self, message: str) -> None:

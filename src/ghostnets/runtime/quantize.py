@@ -1,6 +1,6 @@
 """INT8 post-training static quantization of the deploy form, measured against float32 before it is put in place.
 
-Two backends, both starting from the verified float32 ONNX file :func:`~ghostnets.deploy.export.export_model` writes:
+Two backends, both starting from the verified float32 ONNX file :func:`~ghostnets.runtime.export.export_model` writes:
 
 * ``onnxruntime``: ``onnxruntime.quantization.quantize_static`` -> a QDQ ``.onnx`` (per-channel symmetric int8
   weights, asymmetric uint8 activations: the u8s8 kernels are onnxruntime's fast path on x86; s8 activations ran
@@ -27,7 +27,6 @@ import os
 import shutil
 import statistics
 import tempfile
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,40 +36,16 @@ import torch
 from torch import nn
 
 from ..data.transforms import InputSpec
+from ..record import is_deploy, record_of
+from ..transforms import reparameterize
 from .export import ExportError, _fsync, export_metadata, export_model
-from .reparameterize import reparameterize
+from .sessions import onnx_runner, openvino_runner
+from .timing import time_interleaved
 
 BACKENDS = {"onnxruntime": ".onnx", "openvino": ".xml"}
 PACKAGES = {"onnxruntime": ("onnx", "onnxruntime"), "openvino": ("openvino", "nncf")}
 MIN_AGREEMENT = 0.99
-CALIBRATION_IMAGES = 256
 LATENCY_RUNS = 36
-
-
-def calibration_images(spec: InputSpec, folder: Path | None, count: int = CALIBRATION_IMAGES) -> torch.Tensor:
-    """Up to ``count`` preprocessed real images for calibration: from ``folder`` (image files at any depth, picked
-    evenly over the sorted list; unreadable ones skipped and counted in a warning; ``DatasetError`` if none can be
-    read), else the bundled Fashion-MNIST *training* split at evenly spaced indices (every class)."""
-    from ..data.samples import dataset_images, spread_folder_images
-
-    if folder is not None:
-        return spread_folder_images(spec, Path(folder), count)
-    return dataset_images(spec, "train", count)
-
-
-def held_out_images(spec: InputSpec, folder: Path | None, count: int = CALIBRATION_IMAGES) -> torch.Tensor:
-    """Images to measure agreement on, apart from the calibration set: the bundled *test* split, or from ``folder``
-    the files half-way between those :func:`calibration_images` picks (disjoint when it holds ``2 * count``)."""
-    import warnings
-
-    from ..data.samples import dataset_images, image_files, spread_folder_images
-
-    if folder is None:
-        return dataset_images(spec, "test", count)
-    if len(image_files(Path(folder))) < 2 * count:
-        warnings.warn(f"{folder} holds fewer than {2 * count} images: the held-out images for the int8 agreement "
-                      "overlap the calibration images", stacklevel=2)
-    return spread_folder_images(spec, Path(folder), count, offset=0.5)
 
 
 class QuantizeError(ExportError):
@@ -150,20 +125,11 @@ def _top1(run: Callable[[np.ndarray], np.ndarray], x: np.ndarray, dynamic_batch:
 
 
 def _latencies(runners: dict[str, Callable[[np.ndarray], object]], x: np.ndarray, runs: int) -> dict[str, float]:
-    """Median batch-1 latency (ms) of each runner: blocks of runs taken in turn over a few rounds, so that load from
-    elsewhere on the machine falls on all of them alike; each block starts with a few unmeasured runs (first-run
-    allocations, and the previous runtime's worker threads, which spin a while after their last run)."""
-    times: dict[str, list[float]] = {name: [] for name in runners}
-    rounds = 3
-    for _ in range(rounds):
-        for name, run in runners.items():
-            for _ in range(3):
-                run(x)
-            for _ in range(max(1, runs // rounds)):
-                start = time.perf_counter()
-                run(x)
-                times[name].append(time.perf_counter() - start)
-    return {name: 1000 * statistics.median(t) for name, t in times.items()}
+    """Median batch-1 latency (ms) of each runner: the timing harness's interleaved blocks, three rounds of them, so
+    load from elsewhere on the machine falls on all of them alike."""
+    times = time_interleaved({name: (lambda run=run: run(x)) for name, run in runners.items()}, max(3, runs),
+                             warmup=3, block=max(1, runs // 3))
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def _int8_metadata(meta: dict[str, str], backend: str, calib: int, kept_float: list[str]) -> dict[str, str]:
@@ -172,20 +138,6 @@ def _int8_metadata(meta: dict[str, str], backend: str, calib: int, kept_float: l
 
 
 # --- onnxruntime -------------------------------------------------------------------------------------------------
-
-
-def _ort_session(path: Path, threads: int | None):
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    # worker threads spin during a run (fast) but stop when it returns: left spinning, they would take the CPU from
-    # whatever runs next (here: the other backend being measured)
-    options.add_session_config_entry("session.force_spinning_stop", "1")
-    if threads:
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    return lambda x: session.run(None, {"input": x})[0]
 
 
 def _ort_depthwise(path: Path) -> list[str]:
@@ -244,18 +196,6 @@ def _ort_write_metadata(path: Path, meta: dict[str, str]) -> None:
 
 
 # --- OpenVINO + NNCF ---------------------------------------------------------------------------------------------
-
-
-def _ov_compile(model_or_path, threads: int | None):
-    import openvino as ov
-
-    config = {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY"}
-    if threads:
-        config["INFERENCE_NUM_THREADS"] = threads
-    compiled = ov.Core().compile_model(model_or_path if not isinstance(model_or_path, Path) else str(model_or_path),
-                                       "CPU", config)
-    request, output = compiled.create_infer_request(), compiled.output(0)
-    return lambda x: request.infer([x])[output].copy()
 
 
 def _ov_depthwise(model) -> list[str]:
@@ -332,7 +272,7 @@ def _build(backend: str, float_onnx: Path, work: Path, calib: np.ndarray, held: 
         def attempt(exclude: list[str]) -> tuple[Path, Callable]:
             path = _ort_quantize(float_onnx, work, calib, dynamic_batch, exclude)
             _ort_write_metadata(path, _int8_metadata(meta, backend, len(calib), exclude))
-            return path, _ort_session(path, threads)
+            return path, onnx_runner(path, threads, stop_spinning=True)
 
         path, run = attempt([])
         figures.agreement = agreement(run)
@@ -342,7 +282,7 @@ def _build(backend: str, float_onnx: Path, work: Path, calib: np.ndarray, held: 
                 figures.all_int8_agreement, figures.kept_float = figures.agreement, depthwise
                 path, run = attempt(depthwise)
                 figures.agreement = agreement(run)
-        return _Candidate(figures, [path], _ort_session(float_onnx, threads), run)
+        return _Candidate(figures, [path], onnx_runner(float_onnx, threads, stop_spinning=True), run)
 
     import openvino as ov
 
@@ -355,7 +295,7 @@ def _build(backend: str, float_onnx: Path, work: Path, calib: np.ndarray, held: 
             model.set_rt_info(value, ["ghostnets", key.removeprefix("ghostnets.")])
         xml = work / f"ov-int8{'-dwfloat' if ignore else ''}.xml"
         ov.save_model(model, str(xml), compress_to_fp16=False)
-        return [xml, xml.with_suffix(".bin")], _ov_compile(xml, threads)
+        return [xml, xml.with_suffix(".bin")], openvino_runner(xml, threads=threads)
 
     files, run = attempt_ov([])
     figures.agreement = agreement(run)
@@ -366,7 +306,7 @@ def _build(backend: str, float_onnx: Path, work: Path, calib: np.ndarray, held: 
             figures.kept_float = [name.removesuffix("/WithoutBiases") for name in depthwise]
             files, run = attempt_ov(depthwise)
             figures.agreement = agreement(run)
-    return _Candidate(figures, files, _ov_compile(float_model, threads), run)
+    return _Candidate(figures, files, openvino_runner(float_model, threads=threads), run)
 
 
 def _choose(candidates: dict[str, _Candidate], asked: str, min_agreement: float, held: int,
@@ -399,8 +339,9 @@ def _choose(candidates: dict[str, _Candidate], asked: str, min_agreement: float,
                   f"held-out images{kept}")
 
 
-def quantize_model(model: nn.Module, out: str | Path, *, spec: InputSpec, class_names: list[str] | None,
-                   calib: torch.Tensor, held_out: torch.Tensor, backend: str = "auto", overwrite: bool = False,
+def quantize_model(model: nn.Module, out: str | Path, *, spec: InputSpec | None = None,
+                   class_names: list[str] | None = None, calib: torch.Tensor, held_out: torch.Tensor,
+                   backend: str = "auto", overwrite: bool = False,
                    input_size: tuple[int, int] | None = None, dynamic_batch: bool = False, threads: int | None = None,
                    min_agreement: float = MIN_AGREEMENT, runs: int = LATENCY_RUNS) -> QuantizeReport:
     """Quantize ``model``'s deploy form to INT8 with real ``calib`` images and write it to ``out``.
@@ -436,7 +377,12 @@ def quantize_model(model: nn.Module, out: str | Path, *, spec: InputSpec, class_
         _require(backend)
     else:
         _require("onnxruntime")  # the float32 reference file is ONNX either way
-    deployed = (model if getattr(model, "deploy", False) else reparameterize(model)).eval()
+    record = record_of(model)
+    spec = spec or record.input
+    if spec is None:
+        raise QuantizeError("the model records no input preprocessing: pass spec=InputSpec(...)")
+    class_names = class_names if class_names is not None else record.class_names
+    deployed = (model if is_deploy(model) else reparameterize(model)).eval()
     height, width = input_size or (spec.size, spec.size)
     calib_x, held_x = _resized(calib, (height, width)), _resized(held_out, (height, width))
     with torch.inference_mode():

@@ -34,13 +34,14 @@ import torch.nn.functional as F
 import torchvision.models.resnet as tv_resnet
 from torch import nn
 
-from ..edits import record_edit
+from ..counting import conv_madds, conv_output_sizes, count_madds, madds_input_size
 from ..errors import CheckpointError, GhostnetsError
 from ..layers.conv_bn_act import ConvSequence
-from ..models import FeatureListNet
-from ..models.resnet import BasicBlock, Bottleneck
-from ..profile.counting import conv_madds, conv_output_sizes, count_madds, madds_input_size
+from ..layers.resnet_blocks import BasicBlock, Bottleneck
+from ..models.features import FeatureListNet
+from ..record import in_chans_of, is_deploy, model_name
 from ..table import format_table
+from .edits import record_edit, register_edit
 
 # Residual blocks whose branch is conv1 -> bn1 -> relu -> conv2 [-> bn2 -> relu -> conv3]: (A, its BN, B) per pair
 BLOCK_PAIRS = {BasicBlock: (("conv1", "bn1", "conv2"),), tv_resnet.BasicBlock: (("conv1", "bn1", "conv2"),),
@@ -186,27 +187,26 @@ def _cut(model: nn.Module, pair: PrunePair, keep: torch.Tensor, consumer_weight:
             info["num_chs"] = len(keep)
 
 
-def _finish(pruned: nn.Module, source: nn.Module, widths: dict[str, int]) -> nn.Module:
+def _finish(pruned: nn.Module, source: nn.Module, widths: dict[str, int], report: PruneReport | None = None
+            ) -> nn.Module:
     if hasattr(pruned, "use_channels_last") and hasattr(pruned, "channels_last"):
         pruned.use_channels_last(pruned.channels_last)
-    record_edit(pruned, source, "prune", {"widths": {k: int(v) for k, v in widths.items()}})
-    return pruned
+    return record_edit(pruned, source, "prune", {"widths": {k: int(v) for k, v in widths.items()}}, report)
 
 
 def _check_model(model: nn.Module) -> list[PrunePair]:
     if isinstance(model, FeatureListNet):
         raise PruneError("prune the classifier model, not its features_only wrapper (create_model without "
                          "features_only=True); build the feature model from the pruned checkpoint afterwards")
-    if getattr(model, "deploy", False):
+    if is_deploy(model):
         raise PruneError("channel pruning needs the training form (it prunes the BatchNorms along with the convs): "
                          "prune the training model or checkpoint, not its deploy form, and reparameterize the "
                          "pruned model afterwards")
     pairs = prunable_pairs(model)
     if not pairs:
-        what = getattr(model, "model_name", type(model).__name__)
-        raise PruneError(f"{what} has no prunable layer: channel pruning needs plain nn.Conv2d -> BatchNorm -> "
-                         "nn.Conv2d pairs inside residual blocks (ResNet BasicBlock/Bottleneck) or in a plain "
-                         "nn.Sequential chain (VGG); Ghost modules and grouped convs are not pruned")
+        raise PruneError(f"{model_name(model)} has no prunable layer: channel pruning needs plain nn.Conv2d -> "
+                         "BatchNorm -> nn.Conv2d pairs inside residual blocks (ResNet BasicBlock/Bottleneck) or in a "
+                         "plain nn.Sequential chain (VGG); Ghost modules and grouped convs are not pruned")
     return pairs
 
 
@@ -218,7 +218,7 @@ def apply_pruned_widths(model: nn.Module, widths: dict[str, int]) -> nn.Module:
     unknown = [n for n in widths if n not in pairs]
     if unknown:
         raise CheckpointError(f"the recorded pruning names {', '.join(unknown[:5])}, which are not prunable "
-                              f"convolutions of {getattr(model, 'model_name', type(model).__name__)} (those are "
+                              f"convolutions of {model_name(model)} (those are "
                               f"{', '.join(list(pairs)[:5])}{', ...' if len(pairs) > 5 else ''}); was the "
                               "checkpoint written for another model?")
     pruned = copy.deepcopy(model)
@@ -234,7 +234,7 @@ def apply_pruned_widths(model: nn.Module, widths: dict[str, int]) -> nn.Module:
 def _madds_function(model: nn.Module, pairs: list[PrunePair], size: tuple[int, int]):
     """``(madds(widths), madds of the model)``: the whole model's MAdds at ``size`` for any kept widths, exactly as
     :func:`count_madds` counts them (conv cost = H_out W_out C_out C_in/g k_h k_w), without running it again."""
-    in_chans = getattr(model, "in_chans", None)
+    in_chans = in_chans_of(model)
     base = count_madds(model, size, in_chans)
     producer = {p.consumer: p.conv for p in pairs}
     names = {p.conv for p in pairs} | set(producer)
@@ -466,8 +466,8 @@ def _check_calib(calib: torch.Tensor, model: nn.Module) -> torch.Tensor:
     if len(calib) == 0:
         raise PruneError("the calibration batch is empty: pass at least one preprocessed image (N >= 1; the paper "
                          "samples 10 positions from each of 5000 images)")
-    chans = getattr(model, "in_chans", None)
-    if chans is not None and calib.shape[1] != chans:
+    chans = in_chans_of(model)
+    if calib.shape[1] != chans:
         raise PruneError(f"the calibration images have {calib.shape[1]} channels, the model takes {chans}")
     param = next(model.parameters())
     return calib.to(device=param.device, dtype=param.dtype)
@@ -479,7 +479,7 @@ def prune_channels(model: nn.Module, target_madds: int, calib: torch.Tensor, *,
     """Return a pruned copy of ``model`` (eval mode) with at most ``target_madds`` multiply-adds at ``input_size``
     (default: the model's own input size, 32 px for CIFAR models, else 224), by He et al.'s LASSO channel selection and
     least-squares reconstruction on ``calib`` (a preprocessed float batch, N x C x H x W). ``model`` is untouched.
-    The result carries ``.prune_report`` (:class:`PruneReport`) and records its widths for checkpoints."""
+    The result's record carries the widths for checkpoints and :class:`PruneReport` as ``.record.report``."""
     pairs = _check_model(model)
     if isinstance(target_madds, bool) or not isinstance(target_madds, (int, float)) or target_madds <= 0:
         raise PruneError(f"target_madds must be a positive number of multiply-adds, got {target_madds!r}")
@@ -521,7 +521,8 @@ def prune_channels(model: nn.Module, target_madds: int, calib: torch.Tensor, *,
         new, before, after = least_squares_weights(samples, consumer.weight, keep)
         _cut(pruned, pair, keep, new)
         report.layers.append(PrunedLayer(pair.conv, pair.consumer, channels, k, before, after))
-    pruned = _finish(pruned, model, widths).eval()
-    report.madds_after = count_madds(pruned, size, getattr(model, "in_chans", None))
-    pruned.prune_report = report
-    return pruned
+    report.madds_after = count_madds(pruned, size, in_chans_of(model))
+    return _finish(pruned, model, widths, report).eval()
+
+
+register_edit("prune", lambda model, args: apply_pruned_widths(model, **args))

@@ -1,8 +1,8 @@
 """``ghostify``: replace the convolutions of any CNN by Ghost modules (GhostNet, arXiv 1911.11907, Sec. 4.1).
 
-The paper's plug-and-play rule (REFERENCE.md §7): every convolution but the stem becomes a Ghost module with the same
-in/out channels and kernel size; stride, padding and dilation go to the primary conv; the cheap operation is a d x d
-depthwise conv; everything else in the model is left as it was.
+The paper's plug-and-play rule (docs/reference.md §7): every convolution but the stem becomes a Ghost module with the
+same in/out channels and kernel size; stride, padding and dilation go to the primary conv; the cheap operation is a
+d x d depthwise conv; everything else in the model is left as it was.
 """
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 
 from torch import nn
 
-from .edits import record_edit
-from .layers.ghost_conv import GhostConv2d
-from .profile.counting import conv_madds, conv_output_sizes, count_madds, count_params, madds_input_size
-from .table import format_table
+from ..counting import conv_madds, conv_output_sizes, count_madds, count_params, madds_input_size
+from ..layers.ghost import GhostModule, check_ghost_ratio
+from ..table import format_table
+from .edits import record_edit, register_edit
 
 FIRST_CONV = "first conv"
 
@@ -113,13 +113,13 @@ def _output_sizes(model: nn.Module, convs: dict[str, nn.Module], input_size: tup
         return None
 
 
-def _ghost_madds(ghost: GhostConv2d, hw: tuple[int, int]) -> int:
+def _ghost_madds(ghost: GhostModule, hw: tuple[int, int]) -> int:
     return sum(conv_madds(seq[0], hw) for seq in (ghost.primary_conv, ghost.cheap_operation))
 
 
-def ghost_conv_like(conv: nn.Conv2d, ratio: int, dw_size: int, keep_bn: bool) -> GhostConv2d:
+def ghost_conv_like(conv: nn.Conv2d, ratio: int, dw_size: int, keep_bn: bool) -> GhostModule:
     """A Ghost module that takes ``conv``'s place: same channels and kernel; stride/padding/dilation on the primary."""
-    ghost = GhostConv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
+    ghost = GhostModule(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
                         conv.dilation, conv.bias is not None, ratio=ratio, dw_size=dw_size, norm=keep_bn,
                         padding_mode=conv.padding_mode)
     return ghost.to(device=conv.weight.device, dtype=conv.weight.dtype)
@@ -129,19 +129,20 @@ def ghostify(
     model: nn.Module, ratio: int = 2, dw_size: int = 3, *, skip: Sequence[str] = (FIRST_CONV,), keep_bn: bool = True,
     input_size: int | tuple[int, int] | None = None, report: bool = True,
 ) -> nn.Module:
-    """Return a copy of ``model`` with every ``nn.Conv2d`` (but ``skip``) replaced by a :class:`GhostConv2d`.
+    """Return a copy of ``model`` with every ``nn.Conv2d`` (but ``skip``) replaced by a drop-in :class:`GhostModule`.
 
     ``skip`` takes module names, shell patterns (``"layer4.*"``) and ``"first conv"`` (the default: the stem, as the
     paper keeps it). Grouped and depthwise convs are kept and reported. ``keep_bn`` keeps the Ghost module's own
     BatchNorm after its primary and cheap convs (the paper's module); the model's BatchNorms are never touched.
     ``input_size`` (H, W; default: the model card's, else 224) is where MAdds are counted for the report, which the
-    result carries as ``.ghostify_report`` (``report=False`` skips the counting). New weights are freshly
+    result's record carries as ``.record.report`` (``report=False`` skips the counting). New weights are freshly
     initialised: train (or fine-tune) the result.
     """
-    if isinstance(ratio, bool) or not isinstance(ratio, int) or ratio < 2:
-        raise ValueError(f"ratio s must be an integer >= 2 (s=2 halves a conv's cost), got {ratio!r}")
-    if isinstance(dw_size, bool) or not isinstance(dw_size, int) or dw_size < 1 or dw_size % 2 == 0:
-        raise ValueError(f"dw_size d must be an odd integer >= 1 (the paper uses 3), got {dw_size!r}")
+    if not isinstance(model, nn.Module):
+        hint = (" (ghostnets.ghostify takes a model name too: it builds the model with create_model first)"
+                if isinstance(model, str) else "")
+        raise TypeError(f"ghostify takes an nn.Module, got {type(model).__name__} {model!r}{hint}")
+    check_ghost_ratio(ratio, dw_size)
     if isinstance(skip, str):
         skip = (skip,)
     convs = {name: m for name, m in model.named_modules() if isinstance(m, nn.Conv2d)}
@@ -172,6 +173,8 @@ def ghostify(
     if sizes is not None:
         summary.madds_before = count_madds(model, size, in_chans)
         summary.madds_after = count_madds(ghosted, size, in_chans)
-    record_edit(ghosted, model, "ghostify", dict(ratio=ratio, dw_size=dw_size, skip=list(skip), keep_bn=keep_bn))
-    ghosted.ghostify_report = summary
-    return ghosted
+    return record_edit(ghosted, model, "ghostify", dict(ratio=ratio, dw_size=dw_size, skip=list(skip),
+                                                         keep_bn=keep_bn), summary)
+
+
+register_edit("ghostify", lambda model, args: ghostify(model, **args, report=False))

@@ -3,7 +3,7 @@
 ``peak_gflops``: the best rate of a float32 matrix product (the most regular compute there is);
 ``memory_bandwidth_gbs``: the best rate of a large tensor copy (bytes read + written). A model's bound is
 ``max(2 * MAdds / peak FLOP/s, bytes / bandwidth)``: depthwise convolutions do about one multiply-add per byte, so
-efficient CNNs sit near the bandwidth side (REFERENCE.md section 9). The bytes are :data:`FLOOR`, the least a fused
+efficient CNNs sit near the bandwidth side (docs/reference.md §9). The bytes are :data:`FLOOR`, the least a fused
 executor moves when activations go through memory; at small batches they stay in the caches (faster than the copy
 bandwidth), so the bound is an estimate a runtime may beat, not a proof. ``profile_layers``' total (an unfused pass)
 is larger still: ghostnet_100 at 224, batch 1: 92 MB against a floor of 56 MB, and onnxruntime ran it in less time
@@ -94,19 +94,11 @@ class MachineLimits:
 FLOOR = "weights + every conv/linear layer's input and output"
 
 
-def _profile_layers_bytes(model: nn.Module, input_size: tuple[int, int], in_chans: int, batch: int) -> float | None:
-    """Total bytes moved per ``ghostnets.profile.profile_layers`` where that exists (None otherwise)."""
-    from .. import profile
+def _profile_layers_bytes(model: nn.Module, input_size: tuple[int, int], in_chans: int, batch: int) -> float:
+    """Total bytes moved per :func:`ghostnets.measure.profile_layers`."""
+    from .layers import profile_layers
 
-    profile_layers = getattr(profile, "profile_layers", None)
-    if profile_layers is None:
-        return None
-    result = profile_layers(model, input_size=input_size, in_chans=in_chans, batch=batch)
-    for name in ("total_bytes", "bytes_moved", "total_bytes_moved", "memory_bytes"):
-        value = result.get(name) if isinstance(result, dict) else getattr(result, name, None)
-        if isinstance(value, (int, float)):
-            return float(value)
-    return None
+    return float(profile_layers(model, input_size=input_size, in_chans=in_chans, batch=batch).bytes_moved)
 
 
 def activation_bytes(model: nn.Module, input_size: tuple[int, int], in_chans: int, batch: int) -> float:
@@ -136,9 +128,7 @@ def bytes_moved(model: nn.Module, input_size: tuple[int, int], in_chans: int, ba
     """Bytes one batch moves to and from memory, and where the figure comes from: ``profile_layers`` (every kernel
     of an unfused pass reads its inputs and weights and writes its output) where it exists, else :data:`FLOOR`."""
     try:
-        found = _profile_layers_bytes(model, input_size, in_chans, batch)
-    except Exception:  # a profiler that cannot take this model: fall back to the hooks
-        found = None
-    if found is not None:
-        return found, "profile_layers"
+        return _profile_layers_bytes(model, input_size, in_chans, batch), "profile_layers"
+    except Exception:  # a model the profiler cannot take: fall back to the hooks
+        pass
     return activation_bytes(model, input_size, in_chans, batch), FLOOR

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..record import in_chans_of
+
 
 def randomize_batchnorm(model: nn.Module, seed: int = 0) -> nn.Module:
     """Give every BatchNorm non-trivial affine parameters and running statistics (in place; returns ``model``).
@@ -28,7 +30,7 @@ def max_output_difference(
     in_chans: int | None = None, seed: int = 0,
 ) -> tuple[float, float]:
     """``(max |reference(x) - candidate(x)|, max |reference(x)|)`` on random ``x``, both models in eval mode."""
-    in_chans = in_chans if in_chans is not None else getattr(reference, "in_chans", 3)
+    in_chans = in_chans if in_chans is not None else in_chans_of(reference)
     x = torch.randn(batch, in_chans, *input_size, generator=torch.Generator().manual_seed(seed))
     reference.eval()
     candidate.eval()

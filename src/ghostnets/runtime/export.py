@@ -20,11 +20,12 @@ from torch import nn
 
 from ..data.transforms import InputSpec
 from ..errors import GhostnetsError
-from .reparameterize import reparameterize
-from .verify import is_equivalent
+from ..models.input_check import MIN_INPUT_SIZE
+from ..record import in_chans_of, is_deploy, model_name, record_of
+from ..transforms import is_equivalent, reparameterize
+from .sessions import RuntimeUnavailableError, onnx_runner, openvino_runner, require
 
 FORMATS = {"onnx": ".onnx", "openvino": ".xml"}
-EXTRAS = {"onnx": "onnx onnxruntime", "openvino": "openvino"}
 
 
 class ExportError(GhostnetsError, RuntimeError):
@@ -52,15 +53,14 @@ def _fsync(path: Path) -> None:
 
 def _require(module: str, fmt: str):
     try:
-        return __import__(module)
-    except ImportError:
-        raise ExportError(f"--format {fmt} needs the package {module!r}: pip install 'ghostnets[deploy]' "
-                          f"(or pip install {EXTRAS[fmt]})") from None
+        return require(module, f"--format {fmt}")
+    except RuntimeUnavailableError as e:
+        raise ExportError(str(e)) from None
 
 
 def export_metadata(model: nn.Module, spec: InputSpec, class_names: list[str] | None) -> dict[str, str]:
     """String metadata stored with an exported file."""
-    meta = {"ghostnets.model": getattr(model, "model_name", type(model).__name__),
+    meta = {"ghostnets.model": model_name(model),
             "ghostnets.input": json.dumps(spec.as_dict()), "ghostnets.layout": "NCHW float32, normalised"}
     if class_names:
         meta["ghostnets.class_names"] = json.dumps(list(class_names))
@@ -84,27 +84,15 @@ def _onnx_file(model: nn.Module, example: torch.Tensor, path: Path, dynamic_batc
     onnx.save(proto, str(path))
 
 
-def _run_onnx(path: Path, x: np.ndarray) -> np.ndarray:
-    ort = _require("onnxruntime", "onnx")
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    return session.run(["logits"], {"input": x})[0]
-
-
-def _run_openvino(path: Path, x: np.ndarray) -> np.ndarray:
-    ov = _require("openvino", "openvino")
-    compiled = ov.Core().compile_model(str(path), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
-    return compiled([x])[compiled.output(0)]
-
-
-def _check(reference: nn.Module, run, path: Path, inputs: dict[str, torch.Tensor], dynamic_batch: bool,
+def _check(reference: nn.Module, run, inputs: dict[str, torch.Tensor], dynamic_batch: bool,
            report: ExportReport) -> None:
     for name, x in inputs.items():
         if not dynamic_batch:
             x = x[:1]
         with torch.inference_mode():
             expected = reference(x).numpy()
-        got = np.concatenate([run(path, x[i:i + 1].numpy()) for i in range(len(x))]) if not dynamic_batch \
-            else run(path, x.numpy())
+        got = np.concatenate([run(x[i:i + 1].numpy()) for i in range(len(x))]) if not dynamic_batch \
+            else run(x.numpy())
         diff, scale = float(np.abs(got - expected).max()), float(np.abs(expected).max())
         report.checks[name] = (diff, scale)
         if not is_equivalent(diff, scale):
@@ -113,12 +101,13 @@ def _check(reference: nn.Module, run, path: Path, inputs: dict[str, torch.Tensor
                               "written")
 
 
-def export_model(model: nn.Module, out: str | Path, *, format: str, spec: InputSpec,
+def export_model(model: nn.Module, out: str | Path, *, format: str, spec: InputSpec | None = None,
                  class_names: list[str] | None = None, real_images: torch.Tensor | None = None,
                  input_size: tuple[int, int] | None = None, dynamic_batch: bool = False,
                  overwrite: bool = False) -> ExportReport:
     """Export ``model``'s deploy form to ``out`` and prove the file matches PyTorch on random and real images.
 
+    ``spec`` / ``class_names``: what the file records of the input and the labels (default: the model's record).
     ``input_size``: the (H, W) the file takes (default ``spec.size`` square). ``real_images``: a few preprocessed
     (N, C, h, w) held-out images for the check beside random inputs (resized to ``input_size`` if need be).
     Written atomically: a failed export or check leaves nothing behind; ``overwrite=False`` refuses an existing file.
@@ -131,13 +120,16 @@ def export_model(model: nn.Module, out: str | Path, *, format: str, spec: InputS
     companions = [out, out.with_suffix(".bin")] if format == "openvino" else [out]
     if not overwrite and any(p.exists() for p in companions):
         raise FileExistsError(f"{out} exists; pass --force to replace it")
-    deployed = (model if getattr(model, "deploy", False) else reparameterize(model)).eval()
-    in_chans = getattr(deployed, "in_chans", spec.channels)
+    record = record_of(model)
+    spec = spec or record.input
+    if spec is None:
+        raise ExportError(f"{model_name(model)} records no input preprocessing: pass spec=InputSpec(...)")
+    class_names = class_names if class_names is not None else record.class_names
+    deployed = (model if is_deploy(model) else reparameterize(model)).eval()
+    in_chans = in_chans_of(deployed)
     if in_chans != spec.channels:
         raise ExportError(f"the model takes {in_chans}-channel images but the input description has {spec.channels}")
     height, width = input_size or (spec.size, spec.size)
-    from ..models.input_check import MIN_INPUT_SIZE
-
     if min(height, width) < MIN_INPUT_SIZE:
         raise ExportError(f"input size {height}x{width} is too small: the models take {MIN_INPUT_SIZE} px and more")
     generator = torch.Generator().manual_seed(0)
@@ -156,7 +148,8 @@ def export_model(model: nn.Module, out: str | Path, *, format: str, spec: InputS
         meta = export_metadata(deployed, spec, class_names)
         _onnx_file(deployed, inputs["random"][:1], tmp_onnx, dynamic_batch, meta)
         if format == "onnx":
-            _check(deployed, _run_onnx, tmp_onnx, inputs, dynamic_batch, report)
+            _require("onnxruntime", "onnx")
+            _check(deployed, onnx_runner(tmp_onnx), inputs, dynamic_batch, report)
             _fsync(tmp_onnx)
             os.replace(tmp_onnx, out)
         else:
@@ -165,7 +158,7 @@ def export_model(model: nn.Module, out: str | Path, *, format: str, spec: InputS
             for key, value in meta.items():
                 ov_model.set_rt_info(value, ["ghostnets", key.removeprefix("ghostnets.")])
             ov.save_model(ov_model, str(tmp_xml), compress_to_fp16=False)
-            _check(deployed, _run_openvino, tmp_xml, inputs, dynamic_batch, report)
+            _check(deployed, openvino_runner(tmp_xml), inputs, dynamic_batch, report)
             _fsync(tmp_xml.with_suffix(".bin"))
             _fsync(tmp_xml)
             os.replace(tmp_xml.with_suffix(".bin"), out.with_suffix(".bin"))  # weights first; the .xml names them

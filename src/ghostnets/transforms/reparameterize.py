@@ -7,11 +7,15 @@ turns the training form into the deploy form: same function in eval mode, fewer 
 from __future__ import annotations
 
 import copy
+import warnings
 from collections import Counter
 
 from torch import fx, nn
 
 from ..layers.conv_bn_act import absorbs_batchnorm, fold_bn, fuse_tree
+from ..models.base import ClassifierNet
+from ..models.features import FeatureListNet
+from ..record import attach_record, record_of
 
 
 class _ConvLeafTracer(fx.Tracer):
@@ -48,8 +52,9 @@ def reparameterize(model: nn.Module) -> nn.Module:
 
     The tree is walked once, children before parents; ``fuse()`` may rebuild its module in place because it works on
     a deep copy. BatchNorms left after that (models without ``fuse()``: torchvision's, ghostified ones, your own) are
-    folded into the conv that feeds them, found by tracing with ``torch.fx``. Raises ``TypeError`` if a BatchNorm is
-    left that nothing folds.
+    folded into the conv that feeds them, found by tracing with ``torch.fx``. A BatchNorm that no conv feeds (a
+    BN-ReLU-conv order, as in DenseNet) stays as it is, in eval mode the same per-channel affine, and a warning names
+    it. ghostnets' own models end with none: one left there raises ``TypeError``.
     """
     deployed = fuse_tree(copy.deepcopy(model).eval())
     traced_error = ""
@@ -60,10 +65,17 @@ def reparameterize(model: nn.Module) -> nn.Module:
             traced_error = f" (torch.fx could not trace the model to find conv -> BatchNorm pairs: {e})"
     left = _batchnorms(deployed)
     if left:
-        more = "..." if len(left) > 5 else ""
-        raise TypeError(f"reparameterize: nothing folds the BatchNorm layers {left[:5]}{more}: they do not follow "
-                        f"a convolution directly{traced_error}; give their parent module a fuse() method")
-    if hasattr(deployed, "model_kwargs"):
-        deployed.model_kwargs = {**deployed.model_kwargs, "deploy": True}
+        shown = ", ".join(left[:5]) + (f", ... ({len(left) - 5} more)" if len(left) > 5 else "")
+        if isinstance(deployed, (ClassifierNet, FeatureListNet)):
+            raise TypeError(f"reparameterize: nothing folds the BatchNorm layers {shown} of a ghostnets model: they "
+                            f"do not follow a convolution directly{traced_error}; give their parent module a fuse() "
+                            "method")
+        warnings.warn(f"reparameterize: {len(left)} BatchNorm layer(s) kept, as nothing feeds them a convolution to "
+                      f"fold into (they come before their conv, or FX could not trace the model): {shown}"
+                      f"{traced_error}", stacklevel=2)
+    record = record_of(deployed)
+    if record.name is not None:
+        attach_record(deployed, record.updated(deploy=True))
+    if hasattr(deployed, "deploy"):
         deployed.deploy = True
     return deployed

@@ -1,4 +1,4 @@
-"""Pareto fronts of cost against accuracy, and the benchmark's plots (REFERENCE.md section 10: compare blocks by
+"""Pareto fronts of cost against accuracy, and the benchmark's plots (docs/reference.md §10: compare blocks by
 the front of accuracy against *measured* cost on each target, not MAdds alone)."""
 
 from __future__ import annotations

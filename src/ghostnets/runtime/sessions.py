@@ -1,0 +1,77 @@
+"""The one place ONNX Runtime sessions and OpenVINO compiled models are made, for export checks, INT8 and bench.
+
+Each runner is a callable from a float32 NCHW numpy batch to the logits as numpy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import GhostnetsError
+
+Runner = Callable[[np.ndarray], np.ndarray]
+DEPLOY_EXTRA = "pip install 'ghostnets[deploy]'"
+
+
+class RuntimeUnavailableError(GhostnetsError, ValueError):
+    """An unknown runtime name, or one whose package is not installed."""
+
+
+def require(module: str, what: str):
+    """Import ``module`` or say which extra brings it (``what``: the feature that needs it)."""
+    try:
+        return __import__(module)
+    except ImportError:
+        raise RuntimeUnavailableError(f"{what} needs the package {module!r}: {DEPLOY_EXTRA} (or pip install "
+                                      f"{module})") from None
+
+
+def onnx_session(path: str | Path, threads: int | None = None, *, stop_spinning: bool = False):
+    """An onnxruntime CPU session: ``threads`` intra-op threads (``None``: onnxruntime's default), sequential
+    execution, every graph optimisation. ``stop_spinning``: worker threads stop spinning when a run returns (left
+    spinning, they take the CPU from whatever runs next, e.g. another backend being measured)."""
+    ort = require("onnxruntime", "ONNX Runtime")
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if stop_spinning:
+        options.add_session_config_entry("session.force_spinning_stop", "1")
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def onnx_runner(path: str | Path, threads: int | None = None, *, batch: int | None = None,
+                stop_spinning: bool = False) -> Runner:
+    """:func:`onnx_session` as a callable; ``batch``: refuse a file whose fixed batch size is another."""
+    session = onnx_session(path, threads, stop_spinning=stop_spinning)
+    input_name, output_name = session.get_inputs()[0].name, session.get_outputs()[0].name
+    fixed = session.get_inputs()[0].shape[0]
+    if batch is not None and isinstance(fixed, int) and fixed != batch:
+        raise RuntimeError(f"{Path(path).name} takes batches of {fixed} only, not {batch}")
+    return lambda x: session.run([output_name], {input_name: x})[0]
+
+
+def openvino_compiled(model_or_path, *, shape: tuple[int, ...] | None = None, threads: int | None = None):
+    """An OpenVINO CPU model (a file or an ``ov.Model``), f32 precision, the LATENCY hint, ``threads`` threads
+    (``None``: OpenVINO's default); ``shape``: compiled for that static input shape."""
+    ov = require("openvino", "OpenVINO")
+    core = ov.Core()
+    model = core.read_model(str(model_or_path)) if isinstance(model_or_path, (str, Path)) else model_or_path
+    if shape is not None:
+        model.reshape({model.input(0).get_any_name(): ov.PartialShape(list(shape))})
+    config = {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY"}
+    if threads:
+        config["INFERENCE_NUM_THREADS"] = threads
+    return core.compile_model(model, "CPU", config)
+
+
+def openvino_runner(model_or_path, *, shape: tuple[int, ...] | None = None, threads: int | None = None) -> Runner:
+    """:func:`openvino_compiled` as a callable (one infer request, reused)."""
+    compiled = openvino_compiled(model_or_path, shape=shape, threads=threads)
+    request, output = compiled.create_infer_request(), compiled.output(0)
+    return lambda x: request.infer([x], share_inputs=True)[output].copy()
