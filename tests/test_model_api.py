@@ -148,11 +148,13 @@ def test_densenet_batchnorms_before_their_convs_are_kept_and_named():
     """DenseNet runs BN-ReLU-conv: those BatchNorms have no conv before them to fold into; the rest fold."""
     model = randomize_bn(torchvision.models.densenet121(num_classes=10)).eval()
     ghosted = randomize_bn(ghostnets.ghostify(model, input_size=64)).eval()
-    with pytest.warns(UserWarning, match=r"BatchNorm layer\(s\) kept.*features\.norm5"):
+    with pytest.warns(UserWarning, match=r"62 BatchNorm layer\(s\) kept.*denselayer1\.norm1"):
         deployed = ghostnets.reparameterize(ghosted)
-    kept = [n for n, m in deployed.named_modules() if isinstance(m, nn.BatchNorm2d)]
-    before = [n for n, m in ghosted.named_modules() if isinstance(m, nn.BatchNorm2d)]
-    assert 0 < len(kept) < len(before)  # the Ghost modules' own BNs and the stem's folded
+    kept = {n for n, m in deployed.named_modules() if isinstance(m, nn.BatchNorm2d)}
+    # by DenseNet-121's layout: norm1 of its 6 + 12 + 24 + 16 dense layers, its 3 transitions' norm and norm5 come
+    # before their convs; norm0 and every norm2 follow one and fold, as do the Ghost modules' own BNs
+    assert len(kept) == 58 + 3 + 1
+    assert all(n.endswith(".norm1") or n.endswith(".norm") or n == "features.norm5" for n in kept)
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         torch.testing.assert_close(deployed(x), ghosted(x), rtol=1e-4, atol=1e-4)
@@ -164,3 +166,40 @@ def test_a_ghostnets_model_never_keeps_a_batchnorm():
             warnings.simplefilter("error")
             deployed = ghostnets.reparameterize(ghostnets.create_model(name))
         assert not any(isinstance(m, nn.BatchNorm2d) for m in deployed.modules())
+
+
+def test_files_written_by_ghostnets_0_1_still_load(tmp_path):
+    """The layout the previous release wrote (the trainer's input among the caller's entries, the form repeated in
+    kwargs), made here with safetensors directly rather than by save_checkpoint."""
+    import json
+
+    from safetensors.torch import save_file
+
+    from ghostnets.data.transforms import FASHION_MNIST_INPUT
+
+    model = randomize_bn(ghostnets.create_model("ghostnet_050", num_classes=10, in_chans=1)).eval()
+    tensors = {k: v.contiguous() for k, v in model.state_dict().items()}
+    meta = {"epoch": "3", "recipe": "quick", "input": json.dumps(FASHION_MNIST_INPUT.as_dict()), "format": "ghostnets",
+            "deploy": "false", "model": "ghostnet_050",
+            "kwargs": json.dumps({"width": 0.5, "num_classes": 10, "in_chans": 1, "deploy": False}),
+            "class_names": json.dumps([str(i) for i in range(10)])}
+    save_file(tensors, str(tmp_path / "old.safetensors"), metadata=meta)
+    loaded = ghostnets.create_model(checkpoint_path=tmp_path / "old.safetensors")
+    assert loaded.record.input == FASHION_MNIST_INPUT and loaded.record.class_names == [str(i) for i in range(10)]
+    assert ghostnets.read_metadata(tmp_path / "old.safetensors")["extra"] == {"epoch": "3", "recipe": "quick"}
+    x = torch.randn(2, 1, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.eval()(x), model(x))
+
+    ghosted = randomize_bn(ghostnets.ghostify("resnet56_cifar")).eval()
+    deployed = ghostnets.reparameterize(ghosted)
+    edits = [{"op": "ghostify", "args": {"ratio": 2, "dw_size": 3, "skip": ["first conv"], "keep_bn": True}}]
+    meta = {"format": "ghostnets", "deploy": "true", "model": "resnet56_cifar", "edits": json.dumps(edits),
+            "kwargs": json.dumps({"width": 1.0, "deploy": True})}
+    save_file({k: v.contiguous() for k, v in deployed.state_dict().items()}, str(tmp_path / "g.safetensors"),
+              metadata=meta)
+    rebuilt = ghostnets.create_model(checkpoint_path=tmp_path / "g.safetensors")
+    assert rebuilt.record.deploy and rebuilt.record.edits[0].op == "ghostify"
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(rebuilt(x), ghosted(x), rtol=1e-4, atol=1e-4)

@@ -87,3 +87,13 @@ def in_chans_of(model: nn.Module) -> int:
 def is_deploy(model: nn.Module) -> bool:
     """True for a deploy form: a ghostnets model built or folded so, or any module ``reparameterize`` returned."""
     return bool(getattr(model, "deploy", False)) or record_of(model).deploy
+
+
+def num_classes_of(model: nn.Module) -> int:
+    """Classes ``model`` predicts: its ``num_classes``, else the recorded argument, else its last linear layer's."""
+    if isinstance(getattr(model, "num_classes", None), int):
+        return model.num_classes
+    if "num_classes" in record_of(model).kwargs:
+        return record_of(model).kwargs["num_classes"]
+    last = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    return last[-1].out_features if last else 0

@@ -28,6 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from functools import partial
 
+    from ..record import in_chans_of, is_deploy, num_classes_of
     from ..train.distributed import init_distributed
     from ..train.engine import autocast, evaluate
     from ..train.loaders import evaluation_data
@@ -42,17 +43,18 @@ def run(args: argparse.Namespace) -> int:
         model = reparameterize(model)
     model.to(context.device)
     batches, classes = evaluation_data(args.data, spec, args.batch_size, args.workers, context)
-    if model.num_classes != len(classes) or (class_names and list(class_names) != list(classes)):
-        raise ValueError(f"{args.checkpoint} was trained on {model.num_classes} classes "
+    num_classes = num_classes_of(model)
+    if num_classes != len(classes) or (class_names and list(class_names) != list(classes)):
+        raise ValueError(f"{args.checkpoint} was trained on {num_classes} classes "
                          f"({', '.join((class_names or ['?'])[:4])}, ...) but the data has {len(classes)} "
                          f"({', '.join(classes[:4])}, ...); evaluate on data with the classes the model was trained on")
-    if model.in_chans != spec.channels:
-        raise ValueError(f"the model takes {model.in_chans}-channel images, the data gives {spec.channels}")
+    if in_chans_of(model) != spec.channels:
+        raise ValueError(f"the model takes {in_chans_of(model)}-channel images, the data gives {spec.channels}")
     started = time.perf_counter()
     amp = partial(autocast, context.device, args.amp, "float16" if context.device.type == "cuda" else "bfloat16")
     result = evaluate(model, batches, context, amp=amp)
     seconds = time.perf_counter() - started
-    form = "deploy form" if model.deploy else "training form"
+    form = "deploy form" if is_deploy(model) else "training form"
     print(f"{model.record.name} ({form}) on {result['images']} images: top-1 {result['top1']:.2f}%  top-5 "
           f"{result['top5']:.2f}%  loss {result['loss']:.4f}  ({seconds:.1f} s, {result['images'] / seconds:.0f} "
           "images/s)" + (f"; {result['skipped']} corrupt images skipped" if result["skipped"] else ""))

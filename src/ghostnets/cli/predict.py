@@ -24,14 +24,16 @@ def run(args: argparse.Namespace) -> int:
     from PIL import Image
 
     from ..data.image_folder import CORRUPT_ERRORS
+    from ..record import num_classes_of
 
     if args.top_k < 1:
         raise ValueError("--top-k must be >= 1")
     model = load_model(args.model, args.checkpoint, args.use_ema).eval()
     record = model.record
     transform = record.input.transform()
-    labels = record.class_names or [str(i) for i in range(model.num_classes)]
-    k, failed = min(args.top_k, model.num_classes), 0
+    num_classes = num_classes_of(model)
+    labels = record.class_names or [str(i) for i in range(num_classes)]
+    k, failed = min(args.top_k, num_classes), 0
     for path in args.images:
         try:
             with Image.open(path) as image:

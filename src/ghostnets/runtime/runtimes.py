@@ -27,7 +27,7 @@ from torch import nn
 
 from ..data.transforms import InputSpec
 from ..record import in_chans_of, is_deploy, model_name, record_of
-from ..transforms import is_equivalent, reparameterize
+from ..transforms import reparameterize
 from .sessions import DEPLOY_EXTRA, RuntimeUnavailableError, onnx_runner, openvino_runner
 
 Batch = np.ndarray
@@ -78,28 +78,14 @@ def _load_compile(model: nn.Module, shape, threads: int) -> RunFn:
 # ------------------------------------------------------------------------------------------- exported runtimes
 
 
-def _check_file(model: nn.Module, run: RunFn, x: torch.Tensor, what: str) -> None:
-    with torch.inference_mode():
-        expected = model(x).numpy()
-    got = run(x.numpy())
-    diff, scale = float(np.abs(got - expected).max()), float(np.abs(expected).max())
-    if not is_equivalent(diff, scale):
-        raise RuntimeError(f"the {what} export does not match PyTorch: max |Δ| {diff:.3g}, max |logits| {scale:.3g}")
-
-
-def _example(model: nn.Module, input_size: tuple[int, int]) -> torch.Tensor:
-    return torch.randn(2, in_chans_of(model), *input_size, generator=torch.Generator().manual_seed(0))
-
-
 def _file_stem(model: nn.Module, input_size: tuple[int, int]) -> str:
     name = "".join(c if c.isalnum() or c in "-_." else "_" for c in model_name(model))
     return f"{name}_{input_size[0]}x{input_size[1]}"
 
 
-def _spec(model: nn.Module, input_size: tuple[int, int]) -> InputSpec:
-    """The input the model records (a plain module: ImageNet's), at ``input_size``."""
-    spec = record_of(model).input or InputSpec().with_channels(in_chans_of(model))
-    return spec if spec.size == input_size[0] else InputSpec(**{**spec.as_dict(), "size": input_size[0]})
+def _spec(model: nn.Module) -> InputSpec:
+    """The preprocessing the model records (a module ghostnets did not build: ImageNet's), for the file's metadata."""
+    return record_of(model).input or InputSpec().with_channels(in_chans_of(model))
 
 
 def _export(model: nn.Module, input_size: tuple[int, int], ctx: RuntimeContext, fmt: str) -> Path:
@@ -109,7 +95,7 @@ def _export(model: nn.Module, input_size: tuple[int, int], ctx: RuntimeContext, 
     path = ctx.workdir / f"{_file_stem(model, input_size)}{'.onnx' if fmt == 'onnx' else '.xml'}"
     if not path.exists():
         ctx.workdir.mkdir(parents=True, exist_ok=True)
-        export_model(model, path, format=fmt, spec=_spec(model, input_size), input_size=input_size,
+        export_model(model, path, format=fmt, spec=_spec(model), input_size=input_size,
                      dynamic_batch=True)
     return path
 
@@ -134,7 +120,7 @@ def _prepare_int8(model: nn.Module, input_size: tuple[int, int], ctx: RuntimeCon
         raise RuntimeError("int8 needs calibration images")
     name = model_name(model)
     report = quantize_model(model, ctx.workdir / f"{_file_stem(model, input_size)}_int8",
-                            spec=_spec(model, input_size), calib=ctx.calib,
+                            spec=_spec(model), calib=ctx.calib,
                             held_out=ctx.held_out if ctx.held_out is not None else ctx.calib,
                             backend="auto", overwrite=True, input_size=input_size, dynamic_batch=True,
                             threads=ctx.threads, min_agreement=0.0)

@@ -32,6 +32,7 @@ from ..atomic import atomic_write
 from ..checkpoint import save_checkpoint
 from ..errors import GhostnetsError
 from ..factory import create_model
+from ..record import is_deploy
 from .config import ConfigError, TrainConfig
 from .distributed import Distributed, init_distributed, shutdown
 from .engine import autocast, evaluate, train_step
@@ -176,7 +177,7 @@ class Trainer:
                   "channels_last": config.channels_last, **config.model_kwargs}
         model = create_model(config.model, num_classes=len(data.class_names), in_chans=data.input_spec.channels,
                              checkpoint_path=config.initial_checkpoint, **kwargs)
-        if getattr(model, "deploy", False):
+        if is_deploy(model):
             raise GhostnetsError("a deploy-form model has nothing to train (its BatchNorms are folded); train the "
                                  "training form and reparameterize afterwards")
         model.to(self.context.device)
