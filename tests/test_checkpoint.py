@@ -382,6 +382,7 @@ def test_file_without_state_dict_raises_checkpoint_error(tmp_path, content):
 
 
 # ------------------------------------------------------------------------------------- 4. wrong architecture / classes
+@pytest.mark.slow  # the message's guess builds every registered model
 def test_wrong_width_lists_shapes_and_names_the_architecture(tmp_path):
     path = tmp_path / "mystery.pth"
     torch.save(_sd("ghostnet_130"), path)
@@ -399,6 +400,7 @@ def test_wrong_width_lists_shapes_and_names_the_architecture(tmp_path):
         ghostnets.create_model("ghostnet_100", checkpoint_path=path)
 
 
+@pytest.mark.slow  # the message's guess builds every registered model
 def test_wrong_family_lists_missing_and_unexpected_keys(tmp_path):
     v2 = tmp_path / "v2.pth"
     torch.save(_sd("ghostnetv2_100"), v2)
@@ -621,6 +623,7 @@ def _cli(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow  # CLI runs on full-size models
 def test_cli_reparam(tmp_path):
     _, expected = _timm_source("repghostnet_050", seed=7)
     src = tmp_path / "train.pth"
@@ -655,6 +658,7 @@ def test_cli_reparam(tmp_path):
     assert _listing(tmp_path) == ["deploy.safetensors", "other.pth", "train.pth"]
 
 
+@pytest.mark.slow  # a subprocess
 def test_cli_reparam_missing_input_is_a_one_line_error(tmp_path):
     out = tmp_path / "deploy.safetensors"
     done = _cli("reparam", tmp_path / "nope.pth", "--model", "repghostnet_050", "--out", out, cwd=tmp_path)

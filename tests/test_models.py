@@ -780,6 +780,7 @@ def test_jit_trace_deploy(name):
     assert _maxdiff(out, ref) <= 1e-5 * max(1.0, ref.abs().max().item())
 
 
+@pytest.mark.slow  # inductor compiles each model
 @pytest.mark.parametrize("name", ONE_PER_FAMILY)
 def test_torch_compile_fullgraph(name):
     model = _model(name)
