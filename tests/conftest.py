@@ -44,23 +44,3 @@ def _reseed(seed: int) -> None:
     depend on which tests ran before it (bench and INT8 tests set 1 thread for their runtimes)."""
     torch.manual_seed(seed)
     torch.set_num_threads(2)
-
-
-@pytest.fixture(autouse=True)
-def _default_sigchld():
-    """Put SIGCHLD back to its default after each test.
-
-    The first multi-worker DataLoader of a process installs torch's SIGCHLD handler for good
-    (``torch.utils.data._utils.signal_handling._set_SIGCHLD_handler``), a Python-level handler that CPython runs on
-    the thread's alternate signal stack (SA_ONSTACK). In the whole suite in one process, a later test killed its
-    ``ghostnets train`` subprocess and the SIGCHLD that followed arrived as a SIGSEGV while pytest sat in
-    ``waitpid`` (gdb: thread 1 "received signal SIGSEGV" in ``__GI___wait4``; exit 139; faulthandler silent), i.e.
-    the kernel could not deliver the handler frame, after the native runtimes (OpenVINO's TBB, onnxruntime, inductor)
-    had run in the same process. Without the leftover handler there is no frame to deliver and the suite passes in
-    one process. A user's training run installs it too, but does not then kill children of its own.
-    """
-    yield
-    import signal
-
-    if signal.getsignal(signal.SIGCHLD) not in (signal.SIG_DFL, None):
-        signal.signal(signal.SIGCHLD, signal.SIG_DFL)

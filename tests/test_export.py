@@ -16,6 +16,7 @@ import ghostnets.runtime.export as export_module
 from ghostnets.cli import main
 from ghostnets.data.transforms import InputSpec
 from ghostnets.runtime import ExportError, export_model
+from ghostnets.runtime.sessions import openvino_core
 from ghostnets.transforms import randomize_batchnorm
 
 pytestmark = pytest.mark.runtimes  # run in their own pytest process: see the Makefile's test target
@@ -51,7 +52,7 @@ def test_ghostified_torchvision_model_exports(fmt, tmp_path):
     if fmt == "onnx":
         got = ort.InferenceSession(str(out)).run(None, {"input": x.numpy()})[0]
     else:
-        got = ov.Core().compile_model(str(out), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})(x.numpy())[0]
+        got = openvino_core().compile_model(str(out), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})(x.numpy())[0]
     np.testing.assert_allclose(got, reference(model, x), rtol=0, atol=1e-4 * max(1, np.abs(got).max()))
 
 
@@ -77,7 +78,7 @@ def test_openvino_file_with_dynamic_batch_computes_the_training_form(tmp_path):
                     input_size=(64, 96))
     assert set(report.checks) == {"random", "real"}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.bin", "m.xml"]
-    compiled = ov.Core().compile_model(str(tmp_path / "m.xml"), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    compiled = openvino_core().compile_model(str(tmp_path / "m.xml"), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
     x = torch.randn(3, 3, 64, 96)
     got = compiled([x.numpy()])[compiled.output(0)]
     np.testing.assert_allclose(got, reference(model, x), rtol=0, atol=1e-4 * max(1, np.abs(got).max()))

@@ -20,6 +20,7 @@ from ghostnets.data.image_folder import CorruptImageWarning, DatasetError
 from ghostnets.data.samples import calibration_images, held_out_images
 from ghostnets.data.transforms import InputSpec
 from ghostnets.runtime.quantize import QuantizeError, quantize_model
+from ghostnets.runtime.sessions import openvino_core
 from ghostnets.transforms import randomize_batchnorm, reparameterize
 
 pytestmark = pytest.mark.runtimes  # run in their own pytest process: see the Makefile's test target
@@ -135,7 +136,7 @@ def test_openvino_int8_ir_has_fake_quantize_and_agrees_as_reported(bundled, mode
     types = [op.get_type_name() for op in ir.get_ops()]
     assert types.count("FakeQuantize") > 20
     assert ir.get_rt_info(["ghostnets", "precision"]).astype(str) == "int8"
-    compiled = ov.Core().compile_model(str(out), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    compiled = openvino_core().compile_model(str(out), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
     def run(x):
         return compiled([x])[compiled.output(0)]
     assert report.agreement == np.mean(top1(run, held) == reference_top1(model, held))

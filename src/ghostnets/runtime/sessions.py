@@ -5,6 +5,7 @@ Each runner is a callable from a float32 NCHW numpy batch to the logits as numpy
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from pathlib import Path
 
@@ -56,11 +57,26 @@ def onnx_runner(path: str | Path, threads: int | None = None, *, batch: int | No
     return lambda x: session.run([output_name], {input_name: x})[0]
 
 
+@functools.cache
+def openvino_core():
+    """The process's one ``openvino.Core``: every OpenVINO model is compiled with it, never with a fresh ``Core()``.
+
+    Each Core loads its own CPU plugin, and on Linux each CPU plugin installs an alternate signal stack of its own on
+    the calling thread (saving the previous one; openvinotoolkit/openvino PR 11894, AMX), and when destroyed unmaps it
+    and puts the saved one back. Two plugins released out of creation order (compiled models freed by the garbage
+    collector, or kept alive by a traceback) leave the thread on an unmapped signal stack, and the next signal with a
+    Python handler (SIGCHLD after a DataLoader with workers, SIGINT) kills the process with SIGSEGV (SI_KERNEL), no
+    traceback. One Core, one plugin for the process's life: nothing is unwound out of order.
+    """
+    ov = require("openvino", "OpenVINO")
+    return ov.Core()
+
+
 def openvino_compiled(model_or_path, *, shape: tuple[int, ...] | None = None, threads: int | None = None):
     """An OpenVINO CPU model (a file or an ``ov.Model``), f32 precision, the LATENCY hint, ``threads`` threads
     (``None``: OpenVINO's default); ``shape``: compiled for that static input shape."""
     ov = require("openvino", "OpenVINO")
-    core = ov.Core()
+    core = openvino_core()
     model = core.read_model(str(model_or_path)) if isinstance(model_or_path, (str, Path)) else model_or_path
     if shape is not None:
         model.reshape({model.input(0).get_any_name(): ov.PartialShape(list(shape))})
