@@ -99,6 +99,7 @@ def deploy_file_lifters() -> list:
 
 TORCHVISION_PREFIX = "torchvision:"
 TORCHVISION_ALIAS = "tv:"  # the short spelling ``ghostnets bench`` has always taken
+TORCHVISION_INPUT = InputSpec(interpolation="bilinear")  # torchvision's ImageNet eval: bilinear 256 -> 224
 
 
 def canonical_name(name: str) -> str:
@@ -126,9 +127,6 @@ def build_torchvision(name: str, num_classes: int = 1000, **kwargs) -> nn.Module
     model = torchvision.models.get_model(bare, weights=None, num_classes=num_classes)
     return attach_record(model, ModelRecord(TORCHVISION_PREFIX + bare, {"num_classes": num_classes},
                                             input=TORCHVISION_INPUT))
-
-
-TORCHVISION_INPUT = InputSpec(interpolation="bilinear")  # torchvision's ImageNet eval: bilinear 256 -> 224
 
 
 def eval_transform_for(name: str) -> InputSpec:

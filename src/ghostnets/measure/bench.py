@@ -26,7 +26,7 @@ from ..data.samples import calibration_images, held_out_images
 from ..errors import UnknownModelError
 from ..factory import create_model
 from ..record import in_chans_of, model_name, record_of
-from ..registry import TORCHVISION_PREFIX, list_models, model_info
+from ..registry import TORCHVISION_ALIAS, TORCHVISION_PREFIX, list_models, model_info
 from ..runtime import RuntimeContext, deploy_form, summarize, time_interleaved
 from ..train.distributed import Distributed
 from ..train.loaders import evaluation_data
@@ -40,7 +40,7 @@ CALIB_IMAGES = 64  # int8 calibration and held-out images each
 ACCURACY_BATCH = 64  # images per call when --accuracy runs the held-out split through a runtime
 
 
-BASELINE_PREFIX = "tv:"  # torchvision baselines, as ``ghostnets bench`` names them (``torchvision:`` works too)
+BASELINE_PREFIX = TORCHVISION_ALIAS  # torchvision baselines, as ``ghostnets bench`` names them
 # ImageNet-1k acc@1 of torchvision's IMAGENET1K_V1 weights (torchvision.models.*_Weights.IMAGENET1K_V1.meta)
 BASELINES: dict[str, float] = {
     "mobilenet_v2": 71.878, "mobilenet_v3_large": 74.042, "mobilenet_v3_small": 67.668,

@@ -126,10 +126,11 @@ class ClassifierNet(nn.Module):
             raise ValueError(f"output_fmt must be 'NCHW', got {output_fmt!r}")
         taps = self.tap_indices(indices)
         wanted = {self.feature_info[i]["module"] for i in taps}
-        deepest = max(wanted, key=[name for name, _ in self.stages()].index)
+        stages = self.stages()
+        deepest = max(wanted, key=[name for name, _ in stages].index)
         intermediates = []
         x = self.forward_stem(x)
-        for name, stage in self.stages():
+        for name, stage in stages:
             x = self._run_stage(stage, x)
             if name in wanted:
                 intermediates.append(x)
