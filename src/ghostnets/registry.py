@@ -12,7 +12,7 @@ from .data.transforms import InputSpec
 from .errors import UnknownModelError
 from .models import FAMILIES
 from .models.base import ARGUMENT_RULES, check_arguments
-from .models.family import Family, Variant
+from .models.family import Family, Variant, Weights
 from .record import ModelRecord, attach_record
 
 
@@ -37,6 +37,7 @@ class ModelCard:
     arxiv: str
     code: str
     notes: str
+    weights: Weights | None = None
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -52,6 +53,7 @@ def _card(family: Family, name: str, v: Variant) -> ModelCard:
         paper_madds_m=v.paper_madds, top1=v.top1, top5=v.top5, dataset=family.dataset, deploy_params=v.deploy_params,
         eval_transform=family.eval_transform, recipe=v.recipe or family.recipe, paper=family.paper,
         arxiv=family.arxiv, code=family.code, notes=" ".join(filter(None, [family.notes, v.notes])),
+        weights=v.weights,
     )
 
 

@@ -11,6 +11,20 @@ from ..data.transforms import InputSpec
 
 
 @dataclass(frozen=True, kw_only=True)
+class Weights:
+    """A published weight file of a variant: where it is, and the top-1 it was published with."""
+
+    url: str  # the official release (or timm's file, where the paper's authors published through timm)
+    top1: float  # as published with this file
+    sha256: str | None = None  # once known; a download that does not match is deleted
+    use_ema: bool | None = None  # a training checkpoint with both: which state dict the top-1 belongs to
+
+    @property
+    def file_name(self) -> str:
+        return self.url.rsplit("/", 1)[-1]
+
+
+@dataclass(frozen=True, kw_only=True)
 class Variant:
     """One published width of a family, with the paper's figures and the exact counts of the official code."""
 
@@ -27,6 +41,7 @@ class Variant:
     recipe: str | None = None
     builder_kwargs: dict = field(default_factory=dict)  # fixed by the name (depth, Ghost ratio), not user-settable
     notes: str = ""  # where this variant's counts differ from the paper's, and why
+    weights: Weights | None = None  # the published file, if any (create_model(name, pretrained=True))
 
 
 @dataclass(frozen=True)
