@@ -24,3 +24,11 @@ class CheckpointError(GhostnetsError, ValueError):
 
 class UnsafeCheckpointError(CheckpointError):
     """A checkpoint that would need arbitrary unpickling (code execution) to load."""
+
+
+class NoWeightsError(GhostnetsError, ValueError):
+    """``pretrained=True`` for a model that has no published weight file."""
+
+
+class DownloadError(GhostnetsError, OSError):
+    """A weight file that could not be downloaded (offline, HTTP error, interrupted) or did not match its sha256."""

@@ -1,4 +1,5 @@
-"""``create_model``: build a registered model, in training or deploy form, optionally from a checkpoint.
+"""``create_model``: build a registered model, in training or deploy form, optionally from a checkpoint (a file of
+your own, or the published one: ``pretrained=True``, :mod:`.hub`).
 
 Following ``checkpoint_path`` walks down once: read the file's record (:mod:`.checkpoint`), build the base model
 (:mod:`.registry`), replay its recorded edits (:mod:`.transforms`), load the weights, attach the record.
@@ -15,6 +16,7 @@ from . import transforms
 from .checkpoint import load_weights, read_metadata, read_state_dict, record_from_metadata
 from .data.transforms import FASHION_MNIST_INPUT
 from .errors import CheckpointError
+from .hub import download_weights, weights_for
 from .models import FeatureListNet
 from .record import attach_record, in_chans_of, record_of
 from .registry import build_model, canonical_name, eval_transform_for
@@ -40,17 +42,18 @@ def create_model(
     ``deploy=True`` builds the re-parameterized form directly. ``checkpoint_path`` loads any layout that
     :func:`ghostnets.load_checkpoint` reads; a deploy-form file yields the deploy form. With a checkpoint,
     ``num_classes`` and ``in_chans`` default to the file's; a different ``num_classes`` keeps the backbone and
-    re-initialises the classifier. ``features_only=True`` returns the maps of the last block at each stride
-    (``out_indices`` picks among strides 2, 4, 8, 16, 32). Other keyword arguments (``width``, ``drop_rate``,
-    ``drop_path_rate``, the RepGhost ablations) go to the family builder. The model's ``record``
-    (:class:`~ghostnets.record.ModelRecord`) says what it is, what it was trained on and how it takes images.
+    re-initialises the classifier. ``pretrained=True`` does the same with the card's published file, downloaded
+    once into ``$GHOSTNETS_CACHE`` (:func:`ghostnets.hub.download_weights`). ``features_only=True`` returns the maps
+    of the last block at each stride (``out_indices`` picks among strides 2, 4, 8, 16, 32). Other keyword arguments
+    (``width``, ``drop_rate``, ``drop_path_rate``, the RepGhost ablations) go to the family builder. The model's
+    ``record`` (:class:`~ghostnets.record.ModelRecord`) says what it is, what it was trained on and how it takes
+    images.
     """
     if name is not None and not isinstance(name, str):
         raise TypeError(f"create_model takes a model name (str) first, got {type(name).__name__}; "
                         "see ghostnets.list_models()")
     if pretrained:
-        raise ValueError("ghostnets downloads no weights (model hubs may be unreachable): download the official file "
-                         "and pass checkpoint_path=... (every official layout loads as is)")
+        checkpoint_path, use_ema = _pretrained_file(name, checkpoint_path, use_ema)
     meta, state_dict = {}, None
     if checkpoint_path is not None:
         meta = read_metadata(checkpoint_path)
@@ -98,6 +101,17 @@ def create_model(
     if deploy_after_loading:
         model = transforms.reparameterize(model)
     return attach_record(model, _final_record(model, name, file_record))
+
+
+def _pretrained_file(name: str | None, checkpoint_path, use_ema: bool | None) -> tuple[Path, bool | None]:
+    """The published file of ``name`` (downloaded, or from the cache) and which of its state dicts to take."""
+    if checkpoint_path is not None:
+        raise ValueError(f"create_model got pretrained=True and checkpoint_path={str(checkpoint_path)!r}: pass one of "
+                         "them (pretrained=True loads the published file, checkpoint_path=... a file of your own)")
+    if name is None:
+        raise ValueError("pretrained=True needs a model name; `ghostnets list --pretrained` shows those with weights")
+    weights = weights_for(canonical_name(name))
+    return download_weights(weights), weights.use_ema if use_ema is None else use_ema
 
 
 def _final_record(model: nn.Module, name: str, file_record):

@@ -8,9 +8,9 @@ import warnings
 from collections.abc import Sequence
 
 from ..errors import GhostnetsError
-from . import bench, evaluate, export, ghostify, models, predict, profile, prune, reparam, train, verify
+from . import bench, download, evaluate, export, ghostify, models, predict, profile, prune, reparam, train, verify
 
-SUBCOMMANDS = (models, reparam, verify, export, train, evaluate, predict, profile, bench, ghostify, prune)
+SUBCOMMANDS = (models, download, reparam, verify, export, train, evaluate, predict, profile, bench, ghostify, prune)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -6,7 +6,7 @@ Table 1 of the paper as data; every channel count is scaled by ``width`` and rou
 from __future__ import annotations
 
 from ..layers import GhostBottleneck, make_divisible
-from .family import Family, Variant
+from .family import Family, Variant, Weights
 from .skeleton import GhostFamilyNet, StageTable
 
 #         k, exp, out,   SE, stride
@@ -33,6 +33,8 @@ def ghostnet(width: float = 1.0, **kwargs) -> GhostFamilyNet:
     return GhostFamilyNet(GHOSTNET_TABLE, _ghost_block, make_divisible(FINAL_CHS * width, 4), width=width, **kwargs)
 
 
+_RELEASES = "https://github.com/huawei-noah/CV-backbones/releases/download"  # a bare state dict (timm's origin)
+
 FAMILY = Family(
     name="ghostnet",
     builder=ghostnet,
@@ -40,7 +42,8 @@ FAMILY = Family(
         "ghostnet_050": Variant(width=0.5, params=2_587_292, madds=42_328_152, paper_params=2.6,
                                 paper_madds=42, top1=66.2, top5=86.6),
         "ghostnet_100": Variant(width=1.0, params=5_182_508, madds=141_150_512, paper_params=5.2,
-                                paper_madds=141, top1=73.9, top5=91.4),
+                                paper_madds=141, top1=73.9, top5=91.4,
+                                weights=Weights(url=f"{_RELEASES}/ghostnet_pth/ghostnet_1x.pth", top1=73.98)),
         "ghostnet_130": Variant(width=1.3, params=7_358_820, madds=227_003_256, paper_params=7.3,
                                 paper_madds=226, top1=75.7, top5=92.7),
     },
