@@ -14,7 +14,8 @@ import ghostnets
 from conftest import randomize_bn
 from ghostnets.models import ClassifierNet
 
-ONE_PER_FAMILY = ["ghostnet_050", "ghostnetv2_100", "repghostnet_050", "resnet56_cifar", "vgg16_cifar", "resnet50"]
+ONE_PER_FAMILY = ["ghostnet_050", "ghostnetv2_100", "ghostnetv3_050", "repghostnet_050", "resnet56_cifar",
+                  "vgg16_cifar", "resnet50"]
 
 
 def _input(name: str, batch: int = 2) -> torch.Tensor:

@@ -2,8 +2,16 @@
 
 from .checkpoint import load_checkpoint, read_metadata, read_state_dict, save_checkpoint
 from .counting import count_madds, count_params
-from .errors import CheckpointError, GhostnetsError, InputShapeError, UnknownModelError, UnsafeCheckpointError
+from .errors import (
+    CheckpointError,
+    DownloadError,
+    GhostnetsError,
+    InputShapeError,
+    UnknownModelError,
+    UnsafeCheckpointError,
+)
 from .factory import create_model, ghostify
+from .hub import download_weights
 from .record import ModelRecord, record_of
 from .registry import ModelCard, list_models, model_info
 from .transforms import prune_channels, reparameterize
@@ -11,8 +19,9 @@ from .transforms import prune_channels, reparameterize
 __version__ = "0.1.0"
 
 __all__ = [
-    "CheckpointError", "GhostnetsError", "InputShapeError", "ModelCard", "ModelRecord", "UnknownModelError",
-    "UnsafeCheckpointError", "count_madds", "count_params", "create_model", "ghostify", "list_models",
+    "CheckpointError", "DownloadError", "GhostnetsError", "InputShapeError", "ModelCard", "ModelRecord",
+    "UnknownModelError", "UnsafeCheckpointError", "count_madds", "count_params", "create_model", "download_weights",
+    "ghostify", "list_models",
     "load_checkpoint", "model_info", "prune_channels", "read_metadata", "read_state_dict", "record_of",
     "reparameterize", "save_checkpoint",
 ]

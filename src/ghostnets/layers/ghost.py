@@ -165,11 +165,7 @@ class GhostBottleneck(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shortcut = x
-        x = self.ghost1(x)
-        if self.conv_dw is not None:
-            x = self.conv_dw(x)
-            if not is_identity(self.bn_dw):
-                x = self.bn_dw(x)
+        x = self.depthwise(self.ghost1(x))
         if self.se is not None:
             x = self.se(x)
         x = self.ghost2(x)
@@ -179,6 +175,13 @@ class GhostBottleneck(nn.Module):
             shortcut = shortcut if is_identity(self.shortcut) else self.shortcut(shortcut)
             x = x.add_(shortcut) if can_update_in_place(x) else x + shortcut
         return x
+
+    def depthwise(self, x: torch.Tensor) -> torch.Tensor:
+        """The stride-2 depthwise conv + BN between the Ghost modules (the identity at stride 1)."""
+        if self.conv_dw is None:
+            return x
+        x = self.conv_dw(x)
+        return x if is_identity(self.bn_dw) else self.bn_dw(x)
 
     def fuse(self) -> GhostBottleneck:
         return fold_named_pairs(self, [("conv_dw", "bn_dw")])

@@ -6,6 +6,8 @@ from .ghostnet import FAMILY as GHOSTNET
 from .ghostnet import ghostnet
 from .ghostnetv2 import FAMILY as GHOSTNETV2
 from .ghostnetv2 import ghostnetv2
+from .ghostnetv3 import FAMILY as GHOSTNETV3
+from .ghostnetv3 import ghostnetv3
 from .repghostnet import FAMILY as REPGHOSTNET
 from .repghostnet import repghostnet
 from .resnet import CIFAR_FAMILY as RESNET_CIFAR
@@ -15,7 +17,7 @@ from .skeleton import GhostFamilyNet
 from .vgg import FAMILY as VGG_CIFAR
 from .vgg import VGG
 
-FAMILIES = (GHOSTNET, GHOSTNETV2, REPGHOSTNET, RESNET_CIFAR, VGG_CIFAR, RESNET)
+FAMILIES = (GHOSTNET, GHOSTNETV2, GHOSTNETV3, REPGHOSTNET, RESNET_CIFAR, VGG_CIFAR, RESNET)
 
 __all__ = ["FAMILIES", "ClassifierNet", "FeatureListNet", "GhostFamilyNet", "ResNet", "VGG", "ghostnet", "ghostnetv2",
-           "repghostnet"]
+           "ghostnetv3", "repghostnet"]

@@ -36,10 +36,12 @@ def fuse_stem(model: nn.Module) -> None:
 class GhostFamilyNet(ClassifierNet):
     """A GhostNet-style classifier built from a stage table (the shared API is :class:`ClassifierNet`'s)."""
 
+    supports_features_only = True
+
     def __init__(
         self, table: StageTable, block_fn: BlockFn, final_chs: int, *, width: float = 1.0, num_classes: int = 1000,
         in_chans: int = 3, drop_rate: float = 0.2, drop_path_rate: float = 0.0, deploy: bool = False,
-        channels_last: bool = True,
+        channels_last: bool = True, he_init: bool = True,
     ) -> None:
         super().__init__(num_classes=num_classes, in_chans=in_chans, drop_rate=drop_rate, width=width, deploy=deploy,
                          channels_last=channels_last, drop_path_rate=drop_path_rate, default_input_size=(224, 224))
@@ -73,7 +75,8 @@ class GhostFamilyNet(ClassifierNet):
         self.act2 = nn.ReLU(inplace=True)
         self.flatten = nn.Flatten(1)
         self.classifier = self.make_head(num_classes)
-        self._init_weights()
+        if he_init:  # the official GhostNet/V2 init; GhostNetV3's code keeps PyTorch's defaults
+            self._init_weights()
         self.use_channels_last(channels_last)
 
     @property
