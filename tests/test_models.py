@@ -27,6 +27,9 @@ ALL_MODELS = [
     "repghostnet_111", "repghostnet_130", "repghostnet_150", "repghostnet_200",
 ]
 REPGHOST_MODELS = [n for n in ALL_MODELS if n.startswith("repghostnet")]
+# G-GhostNet and its RegNetX bases (tests/test_g_ghostnet.py checks them; their layout is not GhostNet's)
+G_GHOST_MODELS = ["g_ghost_regnetx_032", "g_ghost_regnetx_040", "g_ghost_regnetx_080", "g_ghost_regnetx_160",
+                  "regnet_x_16gf", "regnet_x_3_2gf", "regnet_x_8gf"]
 ONE_PER_FAMILY = ["ghostnet_100", "ghostnetv2_100", "ghostnetv3_100", "repghostnet_100"]
 # every registered width; all but one per family are the slow tier (make test-fast runs ONE_PER_FAMILY)
 SWEEP = [n if n in ONE_PER_FAMILY else pytest.param(n, marks=pytest.mark.slow) for n in ALL_MODELS]
@@ -166,7 +169,7 @@ PLUG_AND_PLAY_MODELS = ["ghost_resnet50_s2", "ghost_resnet50_s4", "ghost_resnet5
 
 
 def test_registry_names():
-    assert ghostnets.list_models() == sorted(ALL_MODELS + PLUG_AND_PLAY_MODELS)
+    assert ghostnets.list_models() == sorted(ALL_MODELS + PLUG_AND_PLAY_MODELS + G_GHOST_MODELS)
     assert ghostnets.list_models("repghost*") == REPGHOST_MODELS
     assert len(ghostnets.list_models("repghost*")) == 8
     assert ghostnets.list_models("ghostnetv2*") == ["ghostnetv2_100", "ghostnetv2_130", "ghostnetv2_160"]

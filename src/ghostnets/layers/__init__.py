@@ -5,7 +5,9 @@ from .conv_bn_act import ConvBnAct, ConvSequence, absorbs_batchnorm, conv_bn_act
 from .deploy_conv import DeployConv2d, plain_convolutions
 from .dfc import DFCAttention
 from .drop_path import DropPath
+from .g_ghost_stage import GGhostStage, g_ghost_split
 from .ghost import GhostBottleneck, GhostModule, check_ghost_ratio, ghost_or_plain_conv
+from .regnet_blocks import ResBottleneckBlock, XBottleneck, regnet_groups
 from .repghost import RepGhostBottleneck, RepGhostModule
 from .resnet_blocks import BasicBlock, Bottleneck, ZeroPadShortcut
 from .squeeze_excite import SqueezeExcite
@@ -13,8 +15,9 @@ from .squeeze_excite import SqueezeExcite
 GhostConv2d = GhostModule  # the name the drop-in use had before both uses became one class
 
 __all__ = [
-    "BasicBlock", "Bottleneck", "ConvBnAct", "ConvSequence", "DFCAttention", "DeployConv2d", "DropPath",
-    "GhostBottleneck", "GhostConv2d", "GhostModule", "RepGhostBottleneck", "RepGhostModule", "SqueezeExcite",
-    "ZeroPadShortcut", "absorbs_batchnorm", "check_ghost_ratio", "conv_bn_act", "conv_norm", "fold_bn",
-    "ghost_or_plain_conv", "make_divisible", "plain_convolutions",
+    "BasicBlock", "Bottleneck", "ConvBnAct", "ConvSequence", "DFCAttention", "DeployConv2d", "DropPath", "GGhostStage",
+    "GhostBottleneck", "GhostConv2d", "GhostModule", "RepGhostBottleneck", "RepGhostModule", "ResBottleneckBlock",
+    "SqueezeExcite", "XBottleneck", "ZeroPadShortcut", "absorbs_batchnorm", "check_ghost_ratio", "conv_bn_act",
+    "conv_norm", "fold_bn", "g_ghost_split", "ghost_or_plain_conv", "make_divisible", "plain_convolutions",
+    "regnet_groups",
 ]

@@ -50,6 +50,9 @@ class ClassifierNet(nn.Module):
     head_name = "classifier"  # the attribute holding the classifier (``fc`` in torchvision's ResNet layout)
     stem_pattern = r"^conv_stem|^bn1"  # group_matcher: parameters of the stem
     stage_pattern = r"^blocks\.(\d+)"  # a stage; with "\.(\d+)" appended, a block of it
+    # features_only (FeatureListNet): the stem attributes and the stages hold every module forward_stem, the stages and
+    # fuse() touch, and the children registered after the last stage are the head's only
+    supports_features_only = False
 
     def __init__(self, *, num_classes: int, in_chans: int, drop_rate: float, width: float, deploy: bool,
                  channels_last: bool, drop_path_rate: float, default_input_size: tuple[int, int]) -> None:
