@@ -707,3 +707,15 @@ def test_non_strict_loading_still_converts_between_forms(tmp_path):
     with torch.no_grad():
         ref = train(x)
         assert (loaded.eval()(x) - ref).abs().max() <= 1e-4 * max(1.0, ref.abs().max().item())
+
+
+@pytest.mark.parametrize("name", ["resnet56_cifar", "regnet_x_3_2gf"])
+def test_fc_headed_file_without_metadata_keeps_its_class_count(name, tmp_path):
+    """A bare state dict of a model whose head is ``fc`` (ResNet, RegNet, G-GhostNet layouts): its 7 classes are
+    read from ``fc.weight`` and the fine-tuned classifier loads, instead of a 1000-class head re-initialised."""
+    model = ghostnets.create_model(name, num_classes=7).eval()
+    path = tmp_path / "finetuned.pth"
+    torch.save(model.state_dict(), path)
+    loaded = ghostnets.create_model(name, checkpoint_path=path).eval()
+    assert loaded.num_classes == 7
+    assert torch.equal(loaded.fc.weight, model.fc.weight)

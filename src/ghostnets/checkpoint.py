@@ -226,11 +226,12 @@ def _load(model: nn.Module, state_dict: StateDict, source: Path, strict: bool) -
 
 def _guess_architecture(state_dict: StateDict) -> list[str]:
     """Registered names (training or deploy form) whose keys and shapes match the file's backbone."""
-    shapes = {k: tuple(v.shape) for k, v in state_dict.items() if not k.startswith("classifier.")}
+    shapes = {k: tuple(v.shape) for k, v in state_dict.items() if not k.startswith(("classifier.", "fc."))}
     found = []
     for name in list_models():
         for deploy in (False, True):
-            model = build_model(name, deploy=deploy, num_classes=0)
+            with torch.device("meta"):  # shapes only: no memory, no initialisation (the big models took seconds)
+                model = build_model(name, deploy=deploy, num_classes=0)
             if shapes == {k: tuple(v.shape) for k, v in model.state_dict().items()}:
                 found.append(name + (" (deploy form)" if deploy else ""))
     return found

@@ -25,10 +25,12 @@ from .registry import build_model, canonical_name, eval_transform_for
 def _shape_kwargs(state_dict: dict) -> dict:
     """``num_classes`` and ``in_chans`` as a state dict has them (for files without ghostnets metadata)."""
     found = {}
-    if "classifier.weight" in state_dict:
-        found["num_classes"] = state_dict["classifier.weight"].shape[0]
-    if "conv_stem.weight" in state_dict:
-        found["in_chans"] = state_dict["conv_stem.weight"].shape[1]
+    for head in ("classifier.weight", "fc.weight"):  # GhostNet's layout; ResNet's, RegNet's and G-GhostNet's
+        if head in state_dict:
+            found["num_classes"] = state_dict[head].shape[0]
+    for stem in ("conv_stem.weight", "conv1.weight", "stem.0.weight"):
+        if stem in state_dict:
+            found["in_chans"] = state_dict[stem].shape[1]
     return found
 
 
