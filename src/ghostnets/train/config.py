@@ -54,6 +54,14 @@ class TrainConfig:
     model_ema_decay: float = 0.9998
     model_ema_warmup: bool = False  # decay ramps up from 0 (timm's use_warmup): for short runs
     clip_grad: float | None = None
+    # knowledge distillation (GhostNetV3, Liu et al., arXiv 2404.11202; see train/distill.py): the loss is
+    # ori_loss_weight * CE + kd_loss_weight * soft cross-entropy to the frozen teacher's softened outputs
+    teacher: str | None = None  # a registered name, torchvision:NAME or timm:NAME; None: no distillation
+    teacher_checkpoint: str | None = None  # the teacher's weights (a file; read safely, never unpickled)
+    teacher_input_size: int | None = None  # resize the teacher's input (shorter side) to this, as --teacher-resize
+    kd_loss_weight: float = 1.0
+    kd_temperature: float = 1.0
+    ori_loss_weight: float = 1.0  # weight of the label loss (cross-entropy / soft-target CE under mixup)
     # augmentation (ImageFolder data; the bundled dataset uses random placement and flips)
     img_size: int = 224
     hflip: float = 0.5

@@ -29,18 +29,20 @@ class StepResult:
     loss: float  # mean loss of the step's images (this process)
     correct: float  # top-1 hits against the hard labels
     count: int  # images
+    kd_loss: float = 0.0  # the distillation term of ``loss`` (weighted), when a teacher takes part
 
 
 def train_step(model: nn.Module, images: torch.Tensor, targets: torch.Tensor, *, loss_fn, optimizer,
                context: Distributed, mixup=None,
                accum_steps: int = 1, clip_grad: float | None = None, scaler=None, amp=contextlib.nullcontext,
-               no_sync=contextlib.nullcontext) -> StepResult:
+               no_sync=contextlib.nullcontext, distiller=None) -> StepResult:
     """Forward, backward and one optimizer step over ``accum_steps`` micro-batches.
 
     Micro-batch ``j`` is ``images[j::accum_steps]``: the same images process ``j`` of a ``accum_steps``-process
     run gets, so one process with accumulation and several processes compute the same step. A non-finite loss
     or non-finite gradients on any process skip the optimizer step everywhere (the weights stay as they were) and
-    return ``loss=nan``.
+    return ``loss=nan``. ``distiller`` (:class:`~ghostnets.train.distill.Distiller`) adds the teacher's term
+    (GhostNetV3's knowledge distillation); its teacher sees the same (mixed) images under the same autocast.
     """
     if mixup is not None and len(images) % 2:  # mixup pairs images; a batch left odd by skipped files loses one
         images, targets = images[:-1], targets[:-1]
@@ -48,7 +50,7 @@ def train_step(model: nn.Module, images: torch.Tensor, targets: torch.Tensor, *,
     if mixup is not None:
         images, targets = mixup(images, targets)
     optimizer.zero_grad(set_to_none=True)
-    total_loss, correct = 0.0, 0.0
+    total_loss, total_kd, correct = 0.0, 0.0, 0.0
     for j in range(accum_steps):
         micro_x, micro_y, micro_hard = images[j::accum_steps], targets[j::accum_steps], hard[j::accum_steps]
         sync = contextlib.nullcontext() if j == accum_steps - 1 else no_sync()
@@ -56,6 +58,9 @@ def train_step(model: nn.Module, images: torch.Tensor, targets: torch.Tensor, *,
             with amp():
                 logits = model(micro_x)
                 loss = loss_fn(logits.float(), micro_y)
+                if distiller is not None:
+                    loss, kd = distiller(loss, logits, micro_x)
+                    total_kd += kd.item() * len(micro_x)
             scaled = loss / accum_steps
             (scaler.scale(scaled) if scaler is not None else scaled).backward()
         total_loss += loss.item() * len(micro_x)
@@ -75,7 +80,7 @@ def train_step(model: nn.Module, images: torch.Tensor, targets: torch.Tensor, *,
         scaler.update()
     else:
         optimizer.step()
-    return StepResult(total_loss / len(hard), correct, len(hard))
+    return StepResult(total_loss / len(hard), correct, len(hard), total_kd / len(hard))
 
 
 @torch.inference_mode()

@@ -34,6 +34,7 @@ from ..errors import GhostnetsError
 from ..factory import create_model
 from ..record import is_deploy
 from .config import ConfigError, TrainConfig
+from .distill import build_distiller, check_distillation
 from .distributed import Distributed, init_distributed, shutdown
 from .engine import autocast, evaluate, train_step
 from .loaders import RunData, build_data
@@ -65,6 +66,7 @@ class Progress:
     step: int = 0
     updates: int = 0
     loss_sum: float = 0.0
+    kd_sum: float = 0.0  # the distillation term's share of loss_sum
     correct: float = 0.0
     count: int = 0
     skipped: int = 0
@@ -74,7 +76,7 @@ class Progress:
     history: list = field(default_factory=list)
 
     def start_epoch(self) -> None:
-        self.loss_sum = self.correct = 0.0
+        self.loss_sum = self.kd_sum = self.correct = 0.0
         self.count = self.skipped = 0
 
 
@@ -142,6 +144,7 @@ class Trainer:
         np.random.seed(seed)
         torch.manual_seed(seed)
         autocast(self.context.device, config.amp, config.amp_dtype)  # a bad amp setting fails before any file
+        check_distillation(config)
         if config.sched not in SCHEDULES:
             raise ConfigError(f"sched must be one of {', '.join(SCHEDULES)} (per-step schedules), got {config.sched!r}")
         per_process = config.batch_size // max(self.context.world_size, 1) // max(config.accum_steps, 1)
@@ -151,6 +154,9 @@ class Trainer:
                               f"{config.accum_steps} accum_steps = {per_process}")
         self.data: RunData = build_data(config, self.context)
         self.model = self._build_model()
+        # the teacher: rebuilt from the config on every start (never saved), outside DDP, frozen, on this device
+        self.distiller = build_distiller(config, len(self.data.class_names), self.data.input_spec.channels,
+                                         self.data.input_spec.size, self.context.device)
         self._build_optimization()
         self.progress = Progress()
         if state is not None:
@@ -257,7 +263,7 @@ class Trainer:
         p = self.progress
         p.epoch, p.step, p.updates = state["epoch"], state["step"], state["updates"]
         if self.context.is_main:  # the sums of all processes, kept once
-            p.loss_sum, p.correct, p.count, p.skipped = state["running"]
+            p.loss_sum, p.correct, p.count, p.skipped, p.kd_sum = [*state["running"], 0.0][:5]
         p.train_seconds = state["train_seconds"]
         p.best_top1, p.best_epoch = state["best"]
         if len(state["rng"]) == self.context.world_size:
@@ -272,7 +278,7 @@ class Trainer:
     def _save(self) -> None:
         """Every process calls this (the running sums and RNG states are gathered); rank 0 writes."""
         p = self.progress
-        running = self.context.all_sum([p.loss_sum, p.correct, p.count, p.skipped])
+        running = self.context.all_sum([p.loss_sum, p.correct, p.count, p.skipped, p.kd_sum])
         rng = self.context.gather(capture_rng())
         if self.context.is_main:
             save_state(self.out / "checkpoint.pth", self._state(running, rng))
@@ -294,7 +300,8 @@ class Trainer:
     def fit(self) -> dict:
         """Train to ``config.epochs``; returns the summary (also written to ``summary.json``)."""
         config, p = self.config, self.progress
-        self._log(f"{config.model} on {self.data.description}; {config.epochs} epochs x {self.steps_per_epoch} "
+        taught = f", distilled from {config.teacher}" if self.distiller is not None else ""
+        self._log(f"{config.model}{taught} on {self.data.description}; {config.epochs} epochs x {self.steps_per_epoch} "
                   f"steps of {config.batch_size} images on {self.context.world_size} process(es) "
                   f"({self.context.device}), lr {config.scaled_lr():g}; writing to {self.out}")
         log = MetricsLog(self.out, resume_epoch=p.epoch) if self.context.is_main else None
@@ -337,7 +344,7 @@ class Trainer:
                 result = train_step(self.model, images, targets, loss_fn=self.loss_fn, optimizer=self.optimizer,
                                     context=context, mixup=self.mixup, accum_steps=config.accum_steps,
                                     clip_grad=config.clip_grad, scaler=self.scaler, amp=self.amp,
-                                    no_sync=no_sync or contextlib.nullcontext)
+                                    no_sync=no_sync or contextlib.nullcontext, distiller=self.distiller)
                 if math.isnan(result.loss):
                     self._diverged()
                 p.updates += 1
@@ -345,6 +352,7 @@ class Trainer:
                 if self.ema is not None:
                     self.ema.update(self.module, step=p.updates)
                 p.loss_sum += result.loss * result.count
+                p.kd_sum += result.kd_loss * result.count
                 p.correct += result.correct
                 p.count += result.count
             p.step += 1
@@ -366,10 +374,12 @@ class Trainer:
                 return None
         bar.close()
         p.train_seconds += time.perf_counter() - started
-        loss_sum, correct, count, skipped = context.all_sum([p.loss_sum, p.correct, p.count, p.skipped])
-        return {"epoch": p.epoch, "train_loss": loss_sum / max(count, 1), "train_top1": 100 * correct / max(count, 1),
-                "lr": self.optimizer.param_groups[0]["lr"], "train_skipped": int(skipped),
-                "train_seconds": p.train_seconds}
+        loss_sum, correct, count, skipped, kd_sum = context.all_sum([p.loss_sum, p.correct, p.count, p.skipped,
+                                                                    p.kd_sum])
+        kd = {"train_kd_loss": kd_sum / max(count, 1)} if self.distiller is not None else {}
+        return {"epoch": p.epoch, "train_loss": loss_sum / max(count, 1), **kd,
+                "train_top1": 100 * correct / max(count, 1), "lr": self.optimizer.param_groups[0]["lr"],
+                "train_skipped": int(skipped), "train_seconds": p.train_seconds}
 
     def _diverged(self) -> None:
         p = self.progress
