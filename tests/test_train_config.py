@@ -64,6 +64,19 @@ def test_overrides_are_typed_and_checked():
                                                                                  "seed=7"]
 
 
+def test_command_line_takes_field_value_pairs_with_a_space():
+    """`ghostnets train --lr 0.2 --amp epochs=3 --teacher ghostnet_130`: the timm-style spelling, parsed as users
+    type it (argparse alone would take 0.2 as a positional override)."""
+    from ghostnets.cli import parse_args
+    from ghostnets.cli.train import resolve_config
+
+    args = parse_args(["train", "--recipe", "quick", "--lr", "0.2", "--amp", "epochs=3", "--seed=7",
+                       "--teacher", "ghostnet_130", "--teacher_checkpoint", "t.safetensors"])
+    config = resolve_config(args)
+    assert (config.lr, config.amp, config.epochs, config.seed) == (0.2, True, 3, 7)
+    assert (config.teacher, config.teacher_checkpoint) == ("ghostnet_130", "t.safetensors")
+
+
 def test_unknown_recipe_and_bad_yaml_say_what_exists(tmp_path):
     with pytest.raises(ConfigError, match="did you mean quick"):
         load_recipe("quik")

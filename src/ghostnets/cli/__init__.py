@@ -23,13 +23,36 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the console script; returns the exit code (0 success, 1 failed check, 2 bad input)."""
+def _attach_flag_values(argv: list[str], flags: set[str]) -> list[str]:
+    """``["--lr", "0.2"]`` -> ``["--lr=0.2"]`` for the flags argparse does not know (recipe fields)."""
+    out, i = [], 0
+    while i < len(argv):
+        if argv[i] in flags and i + 1 < len(argv) and not argv[i + 1].startswith("--") and "=" not in argv[i + 1]:
+            out.append(f"{argv[i]}={argv[i + 1]}")
+            i += 2
+        else:
+            out.append(argv[i])
+            i += 1
+    return out
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The command line as a namespace; ``extra`` holds the ``--field value`` recipe overrides of ``train``."""
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args, extra = parser.parse_known_args(argv)
+    if getattr(args, "accepts_extra", False) and extra:  # timm-style `--lr 0.2`: argparse took 0.2 as a positional
+        argv = _attach_flag_values(argv, {e for e in extra if e.startswith("--") and "=" not in e})
+        args, extra = parser.parse_known_args(argv)
     if extra and not getattr(args, "accepts_extra", False):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     args.extra = extra
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the console script; returns the exit code (0 success, 1 failed check, 2 bad input)."""
+    args = parse_args(argv)
     warnings.simplefilter("default")
     warnings.formatwarning = lambda message, category, *a, **k: f"ghostnets: warning: {message}\n"
     try:
