@@ -156,3 +156,24 @@ def test_trains_and_features():
     features = ghostnets.create_model("ghostnetv3_050", features_only=True).eval()
     maps = features(torch.randn(1, 3, 64, 64))
     assert [m.shape[1] for m in maps] == [f["num_chs"] for f in features.feature_info]
+
+
+def test_official_deploy_form_file_loads(tmp_path):
+    """A file of the official conversion (timm's reparameterize_model: summed biased convs, the DFC, shortcut and stem
+    BNs kept) loads into ghostnetv3 in either form and computes what timm's deployed model computes."""
+    from timm.utils.model import reparameterize_model
+
+    _, theirs = _pair("ghostnetv3_050")
+    official = reparameterize_model(theirs).eval()
+    assert "blocks.1.0.conv_dw.bias" in official.state_dict()
+    assert any(isinstance(m, nn.BatchNorm2d) for m in official.modules())  # the official deploy keeps these BNs
+    path = tmp_path / "ghostnetv3_050_deploy.pth"
+    torch.save(official.state_dict(), path)
+    x = torch.randn(1, 3, 64, 64)
+    with pytest.warns(UserWarning, match="official deploy-form"):
+        loaded = ghostnets.create_model("ghostnetv3_050", checkpoint_path=path)
+    built_deployed = ghostnets.create_model("ghostnetv3_050", checkpoint_path=path, deploy=True).eval()
+    with torch.no_grad():
+        ref = official(x)
+        assert is_deploy(loaded) and _close(loaded.eval()(x), ref, 1e-4)
+        assert _close(built_deployed(x), ref, 1e-4)

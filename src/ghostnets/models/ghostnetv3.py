@@ -8,10 +8,14 @@ knowledge distillation (the ``ghostnetv3`` recipe; ``teacher=`` in the trainer).
 
 from __future__ import annotations
 
+import math
 from functools import partial
 
+import torch
+from torch import nn
+
 from ..layers import make_divisible
-from ..layers.ghost_v3 import NUM_BRANCHES, GhostBottleneckV3
+from ..layers.ghost_v3 import NUM_BRANCHES, GhostBottleneckV3, GhostModuleV3
 from .family import Family, Variant, Weights
 from .ghostnet import FINAL_CHS, GHOSTNET_TABLE
 from .ghostnetv2 import FIRST_DFC_BLOCK
@@ -30,6 +34,53 @@ def _ghostv3_block(index, in_chs, mid_chs, out_chs, k, stride, se_ratio, drop_pa
 def official_bn_names(state_dict: dict) -> dict:
     """The official GhostNetV3 files name each branch's BatchNorm ``bn``; timm (and ghostnets) say ``bn1``."""
     return {k.replace(".bn.", ".bn1.") if "_rpr_" in k else k: v for k, v in state_dict.items()}
+
+
+def _branches_holding(prefix: str, convs, scale, skip, weight: torch.Tensor, bias: torch.Tensor) -> dict:
+    """Training-form keys under ``prefix`` (``primary_rpr_``, ``cheap_rpr_``, ``dw_rpr_``) whose sum is the one conv
+    ``(weight, bias)``: branch 0 holds it behind a pass-through BN (x + bias), every other branch outputs zero."""
+    eps = convs[0].bn1.eps
+    ones = torch.ones_like(bias)
+
+    def bn(gain: torch.Tensor, shift: torch.Tensor) -> dict:
+        return {"weight": gain, "bias": shift, "running_mean": ones * 0, "running_var": ones,
+                "num_batches_tracked": torch.tensor(0)}
+
+    out = {f"{prefix}conv.0.conv.weight": weight}
+    out.update({f"{prefix}conv.0.bn1.{k}": v for k, v in bn(ones * math.sqrt(1.0 + eps), bias).items()})
+    silent = {f"conv.{i}.": branch for i, branch in enumerate(convs) if i > 0}
+    if scale is not None:
+        silent["scale."] = scale
+    for sub, branch in silent.items():
+        out[f"{prefix}{sub}conv.weight"] = torch.zeros_like(branch.conv.weight)
+        out.update({f"{prefix}{sub}bn1.{k}": v for k, v in bn(ones * 0, ones * 0).items()})
+    if skip is not None:
+        out.update({f"{prefix}skip.{k}": v for k, v in bn(ones * 0, ones * 0).items()})
+    return out
+
+
+def lift_official_deploy_file(model: nn.Module, state_dict: dict) -> dict | None:
+    """An official deploy-form file (the official ``reparameterize()`` or timm's ``reparameterize_model``: summed
+    convs ``primary_conv.0``/``cheap_operation.0``/``conv_dw`` with biases, the other BNs kept) in the training layout
+    of ``model``: exactly the same function, so it loads and ``reparameterize`` gives ghostnets' deploy form."""
+    out, lifted = dict(state_dict), False
+    for name, module in model.named_modules():
+        parts = []
+        if isinstance(module, GhostModuleV3):
+            parts = [("primary_conv.0.", "primary_rpr_", module.primary_rpr_conv, module.primary_rpr_scale,
+                      module.primary_rpr_skip),
+                     ("cheap_operation.0.", "cheap_rpr_", module.cheap_rpr_conv, module.cheap_rpr_scale,
+                      module.cheap_rpr_skip)]
+        elif isinstance(module, GhostBottleneckV3) and module.dw_rpr_conv is not None:
+            parts = [("conv_dw.", "dw_rpr_", module.dw_rpr_conv, module.dw_rpr_scale, None)]
+        for fused, prefix, convs, scale, skip in parts:
+            key = f"{name}.{fused}"
+            if key + "bias" not in out:
+                return None  # not a deploy-form file of this layout
+            weight, bias = out.pop(key + "weight"), out.pop(key + "bias")
+            out.update(_branches_holding(f"{name}.{prefix}", convs, scale, skip, weight, bias))
+            lifted = True
+    return out if lifted else None
 
 
 def ghostnetv3(width: float = 1.0, *, num_branches: int = NUM_BRANCHES, **kwargs) -> GhostFamilyNet:
@@ -70,4 +121,5 @@ FAMILY = Family(
           "the DFC, shortcut and stem ones too, so it has fewer params than the official conversion.",
     extra_kwargs=("num_branches",),
     state_dict_filter=official_bn_names,
+    lift_deploy_file=lift_official_deploy_file,
 )
