@@ -8,9 +8,24 @@ import warnings
 from collections.abc import Sequence
 
 from ..errors import GhostnetsError
-from . import bench, download, evaluate, export, ghostify, models, predict, profile, prune, reparam, train, verify
+from . import (
+    bench,
+    blocks,
+    download,
+    evaluate,
+    export,
+    ghostify,
+    models,
+    predict,
+    profile,
+    prune,
+    reparam,
+    train,
+    verify,
+)
 
-SUBCOMMANDS = (models, download, reparam, verify, export, train, evaluate, predict, profile, bench, ghostify, prune)
+SUBCOMMANDS = (models, blocks, download, reparam, verify, export, train, evaluate, predict, profile, bench, ghostify,
+               prune)
 
 
 def build_parser() -> argparse.ArgumentParser:
