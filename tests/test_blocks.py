@@ -37,11 +37,12 @@ def test_registry_builds_the_networks_own_block(block, model, index):
 def test_every_block_keeps_the_interface_and_deploys(name, stride):
     """Any registered block: the shared signature, the output shape, and reparameterize folding every BatchNorm
     into the same function (eval mode)."""
-    block = randomize_bn(create_block(name, 16, 24, stride, kernel_size=3)).eval()
-    x = torch.randn(2, 16, 12, 10)
+    in_chs, out_chs = block_info(name).example
+    block = randomize_bn(create_block(name, in_chs, out_chs, stride, kernel_size=3)).eval()
+    x = torch.randn(2, in_chs, 12, 10)
     with torch.no_grad():
         out = block(x)
-        assert out.shape == (2, 24, 12 // stride, 10 // stride)
+        assert out.shape == (2, out_chs, 12 // stride, 10 // stride)
         deployed = ghostnets.reparameterize(block)
         assert not any(isinstance(m, nn.BatchNorm2d) for m in deployed.modules())
         assert (deployed(x) - out).abs().max() <= 1e-4 * max(1.0, out.abs().max().item())

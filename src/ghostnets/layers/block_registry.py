@@ -28,12 +28,14 @@ class BlockSpec:
     paper: str
     arxiv: str
     summary: str = ""
+    example: tuple[int, int] = (16, 24)  # (in_chs, out_chs) the block takes at strides 1 and 2 (tests build it so)
 
 
 _BLOCKS: dict[str, BlockSpec] = {}
 
 
-def register_block(name: str, *, honours: tuple[str, ...], paper: str, arxiv: str, summary: str = ""):
+def register_block(name: str, *, honours: tuple[str, ...], paper: str, arxiv: str, summary: str = "",
+                   example: tuple[int, int] = (16, 24)):
     """Decorator: register ``factory(in_chs, out_chs, stride, **keywords)`` under ``name``."""
     unknown = set(honours) - set(SHARED_KEYWORDS)
     if unknown:
@@ -42,7 +44,7 @@ def register_block(name: str, *, honours: tuple[str, ...], paper: str, arxiv: st
     def decorate(factory: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         if name in _BLOCKS:
             raise ValueError(f"block name {name!r} is registered twice")
-        _BLOCKS[name] = BlockSpec(name, factory, frozenset(honours), paper, arxiv, summary)
+        _BLOCKS[name] = BlockSpec(name, factory, frozenset(honours), paper, arxiv, summary, example)
         return factory
 
     return decorate
