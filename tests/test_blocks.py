@@ -38,6 +38,7 @@ def test_every_block_keeps_the_interface_and_deploys(name, stride):
     """Any registered block: the shared signature, the output shape, and reparameterize folding every BatchNorm
     into the same function (eval mode)."""
     in_chs, out_chs = block_info(name).example
+    in_chs = in_chs if stride == 2 else out_chs  # as networks use blocks: widths change at the strided block
     block = randomize_bn(create_block(name, in_chs, out_chs, stride, kernel_size=3)).eval()
     x = torch.randn(2, in_chs, 12, 10)
     with torch.no_grad():

@@ -28,7 +28,7 @@ class BlockSpec:
     paper: str
     arxiv: str
     summary: str = ""
-    example: tuple[int, int] = (16, 24)  # (in_chs, out_chs) the block takes at strides 1 and 2 (tests build it so)
+    example: tuple[int, int] = (16, 24)  # (in_chs, out_chs) it takes at stride 2; (out_chs, out_chs) at stride 1
 
 
 _BLOCKS: dict[str, BlockSpec] = {}
