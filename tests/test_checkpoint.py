@@ -709,13 +709,15 @@ def test_non_strict_loading_still_converts_between_forms(tmp_path):
         assert (loaded.eval()(x) - ref).abs().max() <= 1e-4 * max(1.0, ref.abs().max().item())
 
 
-@pytest.mark.parametrize("name", ["resnet56_cifar", "regnet_x_3_2gf"])
-def test_fc_headed_file_without_metadata_keeps_its_class_count(name, tmp_path):
-    """A bare state dict of a model whose head is ``fc`` (ResNet, RegNet, G-GhostNet layouts): its 7 classes are
-    read from ``fc.weight`` and the fine-tuned classifier loads, instead of a 1000-class head re-initialised."""
+@pytest.mark.parametrize("name", ["resnet56_cifar", "regnet_x_3_2gf", "mobilenetv3_small_100", "shufflenetv1_g3_050",
+                                  "edgenext_xx_small"])
+def test_file_without_metadata_keeps_its_class_count(name, tmp_path):
+    """A bare state dict of a fine-tuned model, whatever its head is called (``fc``, ``classifier.3``, ``head.fc``):
+    its 7 classes are read from the file and the fine-tuned classifier loads, instead of a 1000-class head
+    re-initialised."""
     model = ghostnets.create_model(name, num_classes=7).eval()
     path = tmp_path / "finetuned.pth"
     torch.save(model.state_dict(), path)
     loaded = ghostnets.create_model(name, checkpoint_path=path).eval()
     assert loaded.num_classes == 7
-    assert torch.equal(loaded.fc.weight, model.fc.weight)
+    assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), model.state_dict().values()))

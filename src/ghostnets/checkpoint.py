@@ -86,11 +86,12 @@ def _read_file(path: Path) -> tuple[object, dict[str, str]]:
 def _unwrap(obj: object, use_ema: bool | None, path: Path) -> StateDict:
     if not isinstance(obj, Mapping):
         raise CheckpointError(f"{path} holds a {type(obj).__name__}, not a state dict or a training checkpoint")
-    ema = obj.get("state_dict_ema")
+    ema = obj.get("state_dict_ema", obj.get("model_ema"))  # timm's training files; ConvNeXt's and EdgeNeXt's
     if use_ema is not False and isinstance(ema, Mapping) and ema:
         obj = ema
     elif use_ema:
-        raise CheckpointError(f"use_ema=True but {path} has no 'state_dict_ema' (keys: {sorted(obj)[:10]})")
+        raise CheckpointError(f"use_ema=True but {path} has no 'state_dict_ema' or 'model_ema' "
+                              f"(keys: {sorted(obj)[:10]})")
     else:
         for key in _WRAPPER_KEYS:
             if key in obj and isinstance(obj[key], Mapping):

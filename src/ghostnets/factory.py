@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+import torch
 from torch import nn
 
 from . import transforms
@@ -19,18 +20,23 @@ from .errors import CheckpointError
 from .hub import download_weights, weights_for
 from .models import FeatureListNet
 from .record import attach_record, in_chans_of, record_of
-from .registry import build_model, canonical_name, eval_transform_for
+from .registry import build_model, canonical_name, eval_transform_for, is_torchvision
 
 
-def _shape_kwargs(state_dict: dict) -> dict:
-    """``num_classes`` and ``in_chans`` as a state dict has them (for files without ghostnets metadata)."""
+def _shape_kwargs(state_dict: dict, name: str) -> dict:
+    """``num_classes`` and ``in_chans`` as a state dict has them (for files without ghostnets metadata): read at the
+    keys of ``name``'s classifier and first conv, found on a shape-only (meta device) build of the model."""
+    with torch.device("meta"):
+        probe = build_model(name)
     found = {}
-    for head in ("classifier.weight", "fc.weight"):  # GhostNet's layout; ResNet's, RegNet's and G-GhostNet's
-        if head in state_dict:
-            found["num_classes"] = state_dict[head].shape[0]
-    for stem in ("conv_stem.weight", "conv1.weight", "stem.0.weight"):
-        if stem in state_dict:
-            found["in_chans"] = state_dict[stem].shape[1]
+    # the classifier is the last Linear of every registered and torchvision classification model
+    head_key = next((f"{n}.weight" for n, m in reversed(list(probe.named_modules())) if isinstance(m, nn.Linear)),
+                    None)
+    if head_key in state_dict and state_dict[head_key].ndim == 2:
+        found["num_classes"] = state_dict[head_key].shape[0]
+    stem_key = next((k for k, v in probe.state_dict().items() if v.ndim == 4), None)
+    if stem_key in state_dict and state_dict[stem_key].ndim == 4 and not is_torchvision(name):  # (3 channels only)
+        found["in_chans"] = state_dict[stem_key].shape[1]
     return found
 
 
@@ -68,7 +74,7 @@ def create_model(
     name = canonical_name(name)
     own_file = meta.get("model") == name
     file_record = record_from_metadata(meta) if own_file else None
-    shapes = _shape_kwargs(state_dict) if state_dict is not None else {}
+    shapes = _shape_kwargs(state_dict, name) if state_dict is not None else {}
     if file_record is not None:
         kwargs = {**shapes, **file_record.kwargs, **kwargs}
         if meta.get("features") is not None and not features_only:  # a saved feature model rebuilds as one

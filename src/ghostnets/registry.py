@@ -51,7 +51,7 @@ def _card(family: Family, name: str, v: Variant) -> ModelCard:
     return ModelCard(
         name=name, family=family.name, width=v.width, params=v.params, madds=v.madds, paper_params_m=v.paper_params,
         paper_madds_m=v.paper_madds, top1=v.top1, top5=v.top5, dataset=family.dataset, deploy_params=v.deploy_params,
-        eval_transform=family.eval_transform, recipe=v.recipe or family.recipe, paper=family.paper,
+        eval_transform=v.eval_transform or family.eval_transform, recipe=v.recipe or family.recipe, paper=family.paper,
         arxiv=family.arxiv, code=family.code, notes=" ".join(filter(None, [family.notes, v.notes])),
         weights=v.weights,
     )

@@ -59,7 +59,7 @@ def run_info(args: argparse.Namespace) -> int:
     h, w = t.input_size[1:]
     print(f"  MAdds      {count_madds(model, (h, w)) / 1e6:.1f}M at {h}x{w} (card: {card.madds / 1e6:.1f}M)")
     print(f"  eval       resize {t.resize} {t.interpolation}, centre crop {t.input_size[1]}x{t.input_size[2]} "
-          f"(crop_pct {t.crop_pct}), mean {t.mean}, std {t.std}")
+          f"(crop_pct {t.crop_pct}), {'BGR, ' if t.bgr else ''}mean {t.mean}, std {t.std}")
     print(f"  recipe     {card.recipe}")
     print("  features   " + ", ".join(f"stride {f['reduction']}: {f['num_chs']} ch ({f['module']})"
                                        for f in model.feature_info))

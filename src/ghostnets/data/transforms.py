@@ -22,7 +22,9 @@ _INTERPOLATIONS = {
 class InputSpec:
     """How a model takes images (a card's eval transform, a checkpoint's recorded input): convert to ``channels``,
     resize the short side to ``resize``, centre-crop ``size - 2*pad``, pad by ``pad`` with zeros, scale to [0, 1],
-    normalise with ``mean``/``std``. ``input_size`` and ``crop_pct`` give it in timm's terms."""
+    [``bgr``: reverse RGB to BGR], normalise with ``mean``/``std`` (given in the model's channel order). ``input_size``
+    and ``crop_pct`` give it in timm's terms. Models fed OpenCV-style BGR 0-255 (megvii's ShuffleNet V1) use
+    ``bgr=True, mean=(0, 0, 0), std=(1 / 255,) * 3``."""
 
     channels: int = 3
     size: int = 224
@@ -31,12 +33,13 @@ class InputSpec:
     interpolation: str = "bicubic"
     mean: tuple[float, ...] = IMAGENET_MEAN
     std: tuple[float, ...] = IMAGENET_STD
+    bgr: bool = False  # 3-channel images in BGR order (OpenCV's); default RGB
 
     @classmethod
     def from_crop_pct(cls, size: int, crop_pct: float, interpolation: str = "bicubic", mean=IMAGENET_MEAN,
-                      std=IMAGENET_STD, channels: int = 3) -> InputSpec:
+                      std=IMAGENET_STD, channels: int = 3, bgr: bool = False) -> InputSpec:
         """The timm convention: resize to ``size / crop_pct``, then centre-crop ``size``."""
-        return cls(channels, size, int(size / crop_pct), 0, interpolation, tuple(mean), tuple(std))
+        return cls(channels, size, int(size / crop_pct), 0, interpolation, tuple(mean), tuple(std), bgr)
 
     @property
     def input_size(self) -> tuple[int, int, int]:
@@ -52,10 +55,11 @@ class InputSpec:
         """The same pipeline for ``channels``-channel images (mean/std repeated or averaged to fit)."""
         if channels == self.channels:
             return self
+        bgr = self.bgr and channels == 3  # a channel order only means something for colour images
         if len(self.mean) == channels:
-            return replace(self, channels=channels)
+            return replace(self, channels=channels, bgr=bgr)
         mean, std = sum(self.mean) / len(self.mean), sum(self.std) / len(self.std)
-        return replace(self, channels=channels, mean=(mean,) * channels, std=(std,) * channels)
+        return replace(self, channels=channels, mean=(mean,) * channels, std=(std,) * channels, bgr=bgr)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -74,7 +78,10 @@ class InputSpec:
                  T.CenterCrop(self.size - 2 * self.pad)]
         if self.pad:
             steps.append(T.Pad(self.pad))
-        steps += [T.ToTensor(), T.Normalize(self.mean, self.std)]
+        steps.append(T.ToTensor())
+        if self.bgr:
+            steps.append(T.Lambda(rgb_to_bgr))
+        steps.append(T.Normalize(self.mean, self.std))
         return T.Compose(steps)
 
 
@@ -84,8 +91,15 @@ FASHION_MNIST_INPUT = InputSpec(channels=1, size=32, resize=28, pad=2, interpola
 model takes; the stem stays as published)."""
 
 
+def rgb_to_bgr(images: torch.Tensor) -> torch.Tensor:
+    """Reverse the channel axis of a (C, H, W) or (N, C, H, W) colour tensor (RGB <-> BGR)."""
+    return images.flip(-3)
+
+
 def normalize(images: torch.Tensor, spec: InputSpec) -> torch.Tensor:
-    """[0, 1] images normalised in place with ``spec``'s mean and std."""
+    """[0, 1] RGB images normalised in place with ``spec``'s mean and std (reversed to BGR first if ``spec.bgr``)."""
+    if spec.bgr:
+        images.copy_(rgb_to_bgr(images))
     mean = torch.tensor(spec.mean, dtype=images.dtype).view(1, -1, 1, 1)
     std = torch.tensor(spec.std, dtype=images.dtype).view(1, -1, 1, 1)
     return images.sub_(mean).div_(std)

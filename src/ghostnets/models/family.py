@@ -42,6 +42,7 @@ class Variant:
     builder_kwargs: dict = field(default_factory=dict)  # fixed by the name (depth, Ghost ratio), not user-settable
     notes: str = ""  # where this variant's counts differ from the paper's, and why
     weights: Weights | None = None  # the published file, if any (create_model(name, pretrained=True))
+    eval_transform: InputSpec | None = None  # where this variant's weights are evaluated otherwise than the family's
 
 
 @dataclass(frozen=True)

@@ -61,7 +61,8 @@ def _require(module: str, fmt: str):
 def export_metadata(model: nn.Module, spec: InputSpec, class_names: list[str] | None) -> dict[str, str]:
     """String metadata stored with an exported file."""
     meta = {"ghostnets.model": model_name(model),
-            "ghostnets.input": json.dumps(spec.as_dict()), "ghostnets.layout": "NCHW float32, normalised"}
+            "ghostnets.input": json.dumps(spec.as_dict()),
+            "ghostnets.layout": "NCHW float32, normalised" + (", BGR" if spec.bgr else "")}
     if class_names:
         meta["ghostnets.class_names"] = json.dumps(list(class_names))
     return meta

@@ -8,12 +8,13 @@ from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader, Subset
+from torchvision import transforms as T
 
 from ..data.batches import GlobalBatchSampler, shard_for_eval
 from ..data.fashion_mnist import CLASS_NAMES, FashionMNIST
 from ..data.image_folder import DatasetError, collate_skipping, image_folder_split, image_folders
 from ..data.in_memory import InMemoryLoader
-from ..data.transforms import FASHION_MNIST_INPUT, InputSpec
+from ..data.transforms import FASHION_MNIST_INPUT, InputSpec, rgb_to_bgr
 from .config import TrainConfig
 from .distributed import Distributed
 
@@ -79,11 +80,16 @@ def _image_folder(root: Path, config: TrainConfig, context: Distributed) -> RunD
     from ..registry import eval_transform_for
 
     card = eval_transform_for(config.model)
-    spec = InputSpec.from_crop_pct(config.img_size, config.crop_pct, config.interpolation, card.mean, card.std)
+    spec = InputSpec.from_crop_pct(config.img_size, config.crop_pct, config.interpolation, card.mean, card.std,
+                                   bgr=card.bgr)
+    # timm normalises RGB: a BGR model's mean/std (in BGR order) go in reversed, and the channels are flipped after
+    order = slice(None, None, -1) if spec.bgr else slice(None)
     train_transform = create_transform(
         config.img_size, is_training=True, hflip=config.hflip, color_jitter=config.color_jitter,
-        auto_augment=config.auto_augment, interpolation=config.interpolation, mean=spec.mean, std=spec.std,
-        re_prob=config.re_prob, re_mode=config.re_mode)
+        auto_augment=config.auto_augment, interpolation=config.interpolation, mean=spec.mean[order],
+        std=spec.std[order], re_prob=config.re_prob, re_mode=config.re_mode)
+    if spec.bgr:
+        train_transform = T.Compose([train_transform, T.Lambda(rgb_to_bgr)])
     train_set, val_set, classes = image_folders(root, train_transform, spec.transform())
     sampler = GlobalBatchSampler(len(train_set), config.batch_size, seed=config.seed, rank=context.rank,
                                  world_size=context.world_size)
