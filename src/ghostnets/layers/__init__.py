@@ -10,6 +10,7 @@ from .ghost import GhostBottleneck, GhostModule, check_ghost_ratio, ghost_or_pla
 from .regnet_blocks import ResBottleneckBlock, XBottleneck, regnet_groups
 from .repghost import RepGhostBottleneck, RepGhostModule
 from .resnet_blocks import BasicBlock, Bottleneck, ZeroPadShortcut
+from .shufflenet_v2 import ShuffleV2Block, channel_shuffle
 from .squeeze_excite import SqueezeExcite
 
 GhostConv2d = GhostModule  # the name the drop-in use had before both uses became one class
@@ -20,4 +21,5 @@ __all__ = [
     "SqueezeExcite", "XBottleneck", "ZeroPadShortcut", "absorbs_batchnorm", "check_ghost_ratio", "conv_bn_act",
     "conv_norm", "fold_bn", "g_ghost_split", "ghost_or_plain_conv", "make_divisible", "plain_convolutions",
     "regnet_groups",
+    "ShuffleV2Block", "channel_shuffle",
 ]

@@ -1,6 +1,8 @@
 """Model families, one file each; ``FAMILIES`` is what the registry registers."""
 
 from .base import ClassifierNet
+from .edgenext import FAMILY as EDGENEXT
+from .edgenext import EdgeNeXt, edgenext
 from .features import FeatureListNet
 from .g_ghostnet import FAMILY as G_GHOSTNET
 from .g_ghostnet import GGhostRegNet, g_ghost_regnet
@@ -10,6 +12,12 @@ from .ghostnetv2 import FAMILY as GHOSTNETV2
 from .ghostnetv2 import ghostnetv2
 from .ghostnetv3 import FAMILY as GHOSTNETV3
 from .ghostnetv3 import ghostnetv3
+from .mgic import MOBILENET_FAMILY as MGIC_MOBILENETV3
+from .mgic import RESNET_FAMILY as MGIC_RESNET
+from .mobilenetv2 import FAMILY as MOBILENETV2
+from .mobilenetv2 import MobileNetV2, mobilenetv2
+from .mobilenetv3 import FAMILY as MOBILENETV3
+from .mobilenetv3 import MobileNetV3, mobilenetv3
 from .regnet import FAMILY as REGNET
 from .regnet import RegNet, regnet
 from .repghostnet import FAMILY as REPGHOSTNET
@@ -17,11 +25,22 @@ from .repghostnet import repghostnet
 from .resnet import CIFAR_FAMILY as RESNET_CIFAR
 from .resnet import FAMILY as RESNET
 from .resnet import ResNet
+from .shufflenetv1 import FAMILY as SHUFFLENETV1
+from .shufflenetv1 import ShuffleNetV1, shufflenetv1
+from .shufflenetv2 import FAMILY as SHUFFLENETV2
+from .shufflenetv2 import ShuffleNetV2, shufflenetv2
 from .skeleton import GhostFamilyNet
 from .vgg import FAMILY as VGG_CIFAR
 from .vgg import VGG
 
-FAMILIES = (GHOSTNET, GHOSTNETV2, GHOSTNETV3, REPGHOSTNET, RESNET_CIFAR, VGG_CIFAR, RESNET, G_GHOSTNET, REGNET)
+FAMILIES = (GHOSTNET, GHOSTNETV2, GHOSTNETV3, REPGHOSTNET, RESNET_CIFAR, VGG_CIFAR, RESNET, G_GHOSTNET, REGNET,
+            SHUFFLENETV2, MOBILENETV3, MOBILENETV2, MGIC_RESNET, MGIC_MOBILENETV3, SHUFFLENETV1,
+            EDGENEXT)
 
 __all__ = ["FAMILIES", "ClassifierNet", "FeatureListNet", "GGhostRegNet", "GhostFamilyNet", "RegNet", "ResNet", "VGG",
-           "g_ghost_regnet", "ghostnet", "ghostnetv2", "ghostnetv3", "regnet", "repghostnet"]
+           "g_ghost_regnet", "ghostnet", "ghostnetv2", "ghostnetv3", "regnet", "repghostnet",
+           "ShuffleNetV2", "shufflenetv2",
+           "MobileNetV3", "mobilenetv3",
+           "MobileNetV2", "mobilenetv2",
+           "ShuffleNetV1", "shufflenetv1",
+           "EdgeNeXt", "edgenext"]
