@@ -26,10 +26,10 @@ class FeatureListNet(nn.Module):
     def __init__(self, model: ClassifierNet, out_indices: Sequence[int] | None = None) -> None:
         super().__init__()
         if not (isinstance(model, ClassifierNet) and model.supports_features_only):
-            raise ValueError(f"features_only is available for the GhostNet families (ghostnet*, ghostnetv2*, "
-                             f"repghostnet*), G-GhostNet and RegNetX (g_ghost_regnetx_*, regnet_x_*), not "
-                             f"{type(model).__name__}; use model.forward_features(x) for its last map, or "
-                             "model.forward_intermediates(x)")
+            raise ValueError(f"features_only is not available for {type(model).__name__} (its stages are not a list "
+                             "of modules a feature net can take over: the CIFAR ResNets and VGG, ghostified or pruned "
+                             "models); use model.forward_features(x) for its last map, or "
+                             "model.forward_intermediates(x) where the model has it")
         n_taps = len(model.feature_info)
         out_indices = tuple(range(n_taps)) if out_indices is None else tuple(out_indices)
         bad = [i for i in out_indices if not -n_taps <= i < n_taps]
