@@ -12,6 +12,7 @@ trainer's resumable state) records its model too. Nothing is unpickled but tenso
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import pickle
 import warnings
@@ -225,15 +226,22 @@ def _load(model: nn.Module, state_dict: StateDict, source: Path, strict: bool) -
     return model
 
 
+@functools.cache
+def _backbone_shapes(name: str, deploy: bool) -> dict[str, tuple[int, ...]]:
+    """The state-dict shapes of a registered model without its classifier, built once per process on the meta
+    device (shapes only: no memory, no initialisation)."""
+    with torch.device("meta"):
+        model = build_model(name, deploy=deploy, num_classes=0)
+    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+
+
 def _guess_architecture(state_dict: StateDict) -> list[str]:
     """Registered names (training or deploy form) whose keys and shapes match the file's backbone."""
     shapes = {k: tuple(v.shape) for k, v in state_dict.items() if not k.startswith(("classifier.", "fc."))}
     found = []
     for name in list_models():
         for deploy in (False, True):
-            with torch.device("meta"):  # shapes only: no memory, no initialisation (the big models took seconds)
-                model = build_model(name, deploy=deploy, num_classes=0)
-            if shapes == {k: tuple(v.shape) for k, v in model.state_dict().items()}:
+            if shapes == _backbone_shapes(name, deploy):
                 found.append(name + (" (deploy form)" if deploy else ""))
     return found
 
