@@ -23,3 +23,5 @@ __all__ = [
     "regnet_groups",
     "ShuffleV2Block", "channel_shuffle",
 ]
+
+from . import blocks  # noqa: E402, F401  (every block file registers itself in the block registry)

@@ -51,14 +51,13 @@ def register_block(name: str, *, honours: tuple[str, ...], paper: str, arxiv: st
 
 
 def list_blocks() -> list[str]:
-    """The registered block names, sorted."""
-    _load_builtin_blocks()
+    """The registered block names, sorted (every block file registers at import; ``ghostnets.layers`` imports
+    them all through :mod:`.blocks`)."""
     return sorted(_BLOCKS)
 
 
 def block_info(name: str) -> BlockSpec:
     """The registered block ``name``; unknown names suggest close ones."""
-    _load_builtin_blocks()
     if name not in _BLOCKS:
         close = difflib.get_close_matches(name, list(_BLOCKS), n=3, cutoff=0.4)
         hint = f" Did you mean {', '.join(close)}?" if close else ""
@@ -89,8 +88,3 @@ def mid_channels(in_chs: int, expansion: float | None, mid_chs: int | None, defa
     if mid_chs is not None:
         return int(mid_chs)
     return make_divisible(in_chs * (default_expansion if expansion is None else expansion), divisor)
-
-
-def _load_builtin_blocks() -> None:
-    """Import the modules that register ghostnets' own blocks (registration happens at import)."""
-    from . import blocks  # noqa: F401

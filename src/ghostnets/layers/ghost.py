@@ -34,6 +34,18 @@ def check_ghost_ratio(ratio: object, dw_size: object) -> None:
                          f"got {dw_size!r}")
 
 
+def concat_ghosts(module: nn.Module, x: torch.Tensor, x1: torch.Tensor, ghosts: torch.Tensor) -> torch.Tensor:
+    """concat(intrinsic, ghosts)[:, :out] (eq. 3), gated by the DFC attention of the module input ``x`` where the
+    module has one (GhostNetV2); shared by the V1/V2 and V3 modules (``trim``, ``out_channels``, ``short_conv``)."""
+    out = torch.cat([x1, ghosts], dim=1)
+    if module.trim:
+        out = out[:, : module.out_channels]
+    if module.short_conv is not None:
+        gate = module.short_conv(x, out.shape[-2:])
+        out = out.mul_(gate) if can_update_in_place(out) else out * gate
+    return out
+
+
 class GhostModule(nn.Module):
     """A primary conv makes ``ceil(out / ratio)`` intrinsic maps; a cheap depthwise ``dw_size`` conv makes the ghosts.
 
@@ -83,13 +95,7 @@ class GhostModule(nn.Module):
         ghosts = self.cheap_operation(x1)
         if self.intrinsic_scale is not None:
             x1 = torch.addcmul(self.intrinsic_shift.view(1, -1, 1, 1), x1, self.intrinsic_scale.view(1, -1, 1, 1))
-        out = torch.cat([x1, ghosts], dim=1)
-        if self.trim:
-            out = out[:, : self.out_channels]
-        if self.short_conv is not None:
-            gate = self.short_conv(x, out.shape[-2:])
-            out = out.mul_(gate) if can_update_in_place(out) else out * gate
-        return out
+        return concat_ghosts(self, x, x1, ghosts)
 
     def fuse(self) -> GhostModule:
         """Fold the inner BatchNorms (in place; ``reparameterize`` works on a copy)."""

@@ -16,9 +16,9 @@ import math
 import torch
 from torch import nn
 
-from .conv_bn_act import ActFactory, activation, can_update_in_place, is_identity
+from .conv_bn_act import ActFactory, activation, is_identity
 from .dfc import DFCAttention
-from .ghost import GhostBottleneck, GhostModule, check_ghost_ratio
+from .ghost import GhostBottleneck, GhostModule, check_ghost_ratio, concat_ghosts
 from .rep_branches import ConvBn, conv_branches, fuse_branches, sum_branches
 
 NUM_BRANCHES = 3  # the official ``num_conv_branches``
@@ -64,13 +64,7 @@ class GhostModuleV3(nn.Module):
         ghosts = sum_branches(x1, self.cheap_rpr_conv, self.cheap_rpr_scale, self.cheap_rpr_skip)
         if not is_identity(self.cheap_activation):
             ghosts = self.cheap_activation(ghosts)
-        out = torch.cat([x1, ghosts], dim=1)
-        if self.trim:
-            out = out[:, : self.out_channels]
-        if self.short_conv is not None:
-            gate = self.short_conv(x, out.shape[-2:])
-            out = out.mul_(gate) if can_update_in_place(out) else out * gate
-        return out
+        return concat_ghosts(self, x, x1, ghosts)
 
     @torch.no_grad()
     def fuse(self) -> GhostModule:
