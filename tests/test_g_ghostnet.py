@@ -12,6 +12,7 @@ from torch import nn
 
 import ghostnets
 from conftest import randomize_bn
+from family_checks import assert_deploy_form
 from ghostnets.layers import ResBottleneckBlock, XBottleneck
 from ghostnets.models.g_ghostnet import CONFIGS as G_CONFIGS
 from ghostnets.models.g_ghostnet import g_ghost_regnet
@@ -197,16 +198,7 @@ def test_cards_name_the_release_files():
 
 @pytest.mark.parametrize("name", [*G_SWEEP, *TV_SWEEP])
 def test_deploy_form_equals_training_form_and_loads_into_a_model_built_deployed(name):
-    model = _model(name)
-    deployed = ghostnets.reparameterize(model)
-    assert not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in deployed.modules())
-    x = torch.randn(2, 3, 64, 80)
-    with torch.no_grad():
-        assert _rel(deployed(x), model(x)) < 1e-5
-    built = ghostnets.create_model(name, deploy=True).eval()
-    built.load_state_dict(deployed.state_dict(), strict=True)
-    with torch.no_grad():
-        torch.testing.assert_close(built(x), deployed(x))
+    assert_deploy_form(name, _model(name), torch.randn(2, 3, 64, 80), 1e-5)
 
 
 def test_the_stage_folds_the_merge_batchnorms():

@@ -14,6 +14,7 @@ from torchvision.models.mobilenetv2 import InvertedResidual as TVInvertedResidua
 
 import ghostnets
 from conftest import randomize_bn
+from family_checks import assert_deploy_form
 from ghostnets.layers.block_registry import create_block
 from ghostnets.layers.inverted_residual import InvertedResidual
 from ghostnets.models.mobilenetv2 import mobilenetv2, timm_to_torchvision
@@ -162,17 +163,7 @@ def test_block_refuses_what_it_cannot_build():
 
 @pytest.mark.parametrize("name", SWEEP)
 def test_deploy_form_equals_training_form_and_loads_into_a_model_built_deployed(name):
-    model = _model(name)
-    deployed = ghostnets.reparameterize(model)
-    assert not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in deployed.modules())
-    x = torch.randn(2, 3, 64, 80)
-    with torch.no_grad():
-        assert _rel(deployed(x), model(x)) < 1e-4
-    built = ghostnets.create_model(name, deploy=True).eval()
-    assert not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in built.modules())
-    built.load_state_dict(deployed.state_dict(), strict=True)
-    with torch.no_grad():
-        torch.testing.assert_close(built(x), deployed(x))
+    assert_deploy_form(name, _model(name), torch.randn(2, 3, 64, 80), 1e-4)
 
 
 # ------------------------------------------------------------------------------------------ the timm-style API

@@ -13,6 +13,7 @@ from torch import nn
 
 import ghostnets
 from conftest import randomize_bn
+from family_checks import assert_deploy_form
 from ghostnets.layers.block_registry import create_block
 from ghostnets.layers.mobilenetv3_block import MobileNetV3Block
 from ghostnets.models.mobilenetv3 import timm_to_torchvision
@@ -175,17 +176,7 @@ def test_bad_geometry_and_arguments_are_refused_with_the_rule():
 
 @pytest.mark.parametrize("name", SWEEP)
 def test_deploy_form_equals_training_form_and_loads_into_a_model_built_deployed(name):
-    model = _model(name)
-    deployed = ghostnets.reparameterize(model)
-    assert not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in deployed.modules())
-    x = torch.randn(2, 3, 64, 80)
-    with torch.no_grad():
-        assert _rel(deployed(x), model(x)) < 1e-5
-    built = ghostnets.create_model(name, deploy=True).eval()
-    assert not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in built.modules())
-    built.load_state_dict(deployed.state_dict(), strict=True)
-    with torch.no_grad():
-        torch.testing.assert_close(built(x), deployed(x))
+    assert_deploy_form(name, _model(name), torch.randn(2, 3, 64, 80), 1e-5)
 
 
 @pytest.mark.parametrize("name", ["mobilenetv3_small_100", pytest.param("mobilenetv3_large_100",

@@ -741,7 +741,7 @@ def test_unknown_model_suggests_close_names():
     with pytest.raises(ghostnets.UnknownModelError, match="ghostnetv2_130"):
         ghostnets.create_model("ghostnetv2-130")
     with pytest.raises(ghostnets.UnknownModelError):
-        ghostnets.create_model("resnet18")  # not registered (resnet50 is, as a reference)
+        ghostnets.create_model("resnet152")  # not registered (resnet18/34/50 are)
 
 
 @pytest.mark.parametrize("name", SWEEP)

@@ -207,7 +207,10 @@ def test_model_api_on_plug_and_play_models():
 
 def test_features_only_says_which_families_have_it():
     with pytest.raises(ValueError, match="features_only"):
-        ghostnets.create_model("resnet56_cifar", features_only=True)
+        ghostnets.create_model("vgg16_cifar", features_only=True)
+    taps = ghostnets.create_model("resnet56_cifar", features_only=True).eval()  # the ResNet skeleton has it
+    with torch.no_grad():
+        assert [t.shape[1:] for t in taps(torch.randn(1, 3, 32, 32))] == [(16, 32, 32), (32, 16, 16), (64, 8, 8)]
 
 
 # --------------------------------------------------------------------------------------------- the Ghost module

@@ -15,6 +15,7 @@ from torch import nn
 
 import ghostnets
 from conftest import randomize_bn
+from family_checks import assert_deploy_form
 from ghostnets.data.transforms import InputSpec
 from ghostnets.layers.block_registry import create_block
 from ghostnets.layers.shufflenet_v1 import ShuffleV1Block, channel_shuffle_v1
@@ -163,16 +164,7 @@ def test_channel_shuffle_is_megvii_order_not_torchvision():
 
 
 def test_deploy_form_equals_training_form_and_loads_into_a_model_built_deployed():
-    model = _model(FAST)
-    deployed = ghostnets.reparameterize(model)
-    assert not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in deployed.modules())
-    x = torch.randn(2, 3, 48, 64)
-    with torch.no_grad():
-        assert _rel(deployed(x), model(x)) < 1e-4
-    built = ghostnets.create_model(FAST, deploy=True).eval()
-    built.load_state_dict(deployed.state_dict(), strict=True)
-    with torch.no_grad():
-        torch.testing.assert_close(built(x), deployed(x))
+    assert_deploy_form(FAST, _model(FAST), torch.randn(2, 3, 48, 64), 1e-4)
 
 
 def test_features_only_and_timm_api():

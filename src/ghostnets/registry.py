@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass
 
 from torch import nn
 
-from .data.transforms import InputSpec
+from .data.transforms import TORCHVISION_EVAL, InputSpec
 from .errors import UnknownModelError
 from .models import FAMILIES
 from .models.base import ARGUMENT_RULES, check_arguments
@@ -101,7 +101,7 @@ def deploy_file_lifters() -> list:
 
 TORCHVISION_PREFIX = "torchvision:"
 TORCHVISION_ALIAS = "tv:"  # the short spelling ``ghostnets bench`` has always taken
-TORCHVISION_INPUT = InputSpec(interpolation="bilinear")  # torchvision's ImageNet eval: bilinear 256 -> 224
+TORCHVISION_INPUT = TORCHVISION_EVAL  # torchvision's ImageNet eval: bilinear 256 -> 224 (the name tests know)
 
 
 def canonical_name(name: str) -> str:

@@ -85,6 +85,7 @@ class InputSpec:
         return T.Compose(steps)
 
 
+TORCHVISION_EVAL = InputSpec(interpolation="bilinear")  # torchvision's V1 weights (and PyTorch's examples): 256 -> 224
 FASHION_MNIST_INPUT = InputSpec(channels=1, size=32, resize=28, pad=2, interpolation="bilinear",
                                 mean=(FASHION_MEAN,), std=(FASHION_STD,))
 """The bundled dataset's input: 28x28 grayscale placed in the middle of a 32x32 canvas (the smallest input every

@@ -7,14 +7,20 @@ from torch import nn
 
 from . import edgenext_conv, sdta  # noqa: F401  (register "edgenext_conv", "sdta")
 from .block_registry import mid_channels, register_block
+from .eca import ECAModule  # noqa: F401  (registers "eca")
 from .ghost import GhostBottleneck, GhostModule
 from .ghost_v3 import GhostBottleneckV3
 from .inverted_residual import InvertedResidual  # noqa: F401  (registers "mbv2")
 from .mgic import MGICBlock  # noqa: F401  (registers "mgic", "mgic_mbv3")
 from .mobilenetv3_block import mbv3_block  # noqa: F401  (registers 'mbv3')
 from .repghost import RepGhostBottleneck
+from .res2net import Bottle2neck  # noqa: F401  (registers "res2net")
+from .resnet_blocks import resnext_block  # noqa: F401  (registers "resnext")
+from .se_module import SEModule  # noqa: F401  (registers "se")
+from .selective_kernel import SKBottleneck  # noqa: F401  (registers "sk")
 from .shufflenet_v1 import ShuffleV1Block  # noqa: F401  (registers "shufflev1")
 from .shufflenet_v2 import ShuffleV2Block  # noqa: F401  (registers "shufflev2")
+from .wide_basic import WideBasic  # noqa: F401  (registers "wide_basic")
 
 GHOST_KEYWORDS = ("kernel_size", "expansion", "mid_chs", "se_ratio")
 DEFAULT_EXPANSION = 3.0  # GhostNet's table runs at 3x-6x; 3 is its most common ratio (mid 48/16, 72/24, 120/40)

@@ -12,12 +12,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..data.transforms import TORCHVISION_EVAL
 from ..layers.conv_bn_act import fold_named_pairs, is_identity
 from ..layers.g_ghost_stage import GGhostStage
 from ..layers.regnet_blocks import XBottleneck
 from .base import ClassifierNet, finish_plain_net
 from .family import Family, Variant, Weights
-from .regnet import TORCHVISION_EVAL, Config, check_plan, resolve_config
+from .regnet import Config, check_plan, resolve_config
 
 # The official constructors g_ghost_regnetx_XXX (RegNetX configs of d-li14/regnet.pytorch): depths, widths, group width
 CONFIGS: dict[str, Config] = {

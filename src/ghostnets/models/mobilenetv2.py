@@ -15,12 +15,12 @@ import re
 import torch
 from torch import nn
 
+from ..data.transforms import TORCHVISION_EVAL
 from ..layers.channels import make_divisible
 from ..layers.conv_bn_act import ConvSequence, activation, conv_norm
 from ..layers.inverted_residual import InvertedResidual
 from .base import ClassifierNet, finish_plain_net
 from .family import Family, Variant, Weights
-from .regnet import TORCHVISION_EVAL
 
 # the paper's Table 2: expansion t, output channels c, repeats n, stride s of the first repeat
 SETTINGS: tuple[tuple[int, int, int, int], ...] = (

@@ -16,7 +16,7 @@ import re
 import torch
 from torch import nn
 
-from ..data.transforms import InputSpec
+from ..data.transforms import TORCHVISION_EVAL
 from ..layers.channels import make_divisible
 from ..layers.conv_bn_act import init_conv_weights
 from ..layers.mobilenetv3_block import MBV3_NORM, MobileNetV3Block, conv_norm_act
@@ -57,7 +57,6 @@ SMALL: tuple[Row, ...] = (
 )
 ARCHS: dict[str, tuple[tuple[Row, ...], int]] = {"large": (LARGE, 1280), "small": (SMALL, 1024)}  # table, head width
 ACTIVATIONS = {"RE": nn.ReLU, "HS": nn.Hardswish}
-TORCHVISION_EVAL = InputSpec(interpolation="bilinear")  # torchvision's V1 eval: bilinear 256 -> 224 (registry's too)
 
 
 class MobileNetV3(ClassifierNet):

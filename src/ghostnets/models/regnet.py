@@ -15,7 +15,7 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
-from ..data.transforms import InputSpec
+from ..data.transforms import TORCHVISION_EVAL
 from ..layers.conv_bn_act import ConvSequence, conv_norm
 from ..layers.regnet_blocks import ResBottleneckBlock
 from .base import ClassifierNet, finish_plain_net
@@ -30,7 +30,6 @@ CONFIGS: dict[str, Config] = {
     "16gf": ((2, 6, 13, 1), (256, 512, 896, 2048), 128),  # (22, 216, 55.59, 2.1, 128)
 }
 STEM_CHS = 32
-TORCHVISION_EVAL = InputSpec(interpolation="bilinear")  # torchvision's V1 weights (and PyTorch's examples): 256 -> 224
 
 
 class RegNet(ClassifierNet):

@@ -8,16 +8,18 @@ networks with every conv but the stem a Ghost module at ratio s (docs/reference.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
+
 import torch
 from torch import nn
 
-from ..data.transforms import InputSpec
+from ..data.transforms import TORCHVISION_EVAL, InputSpec
 from ..layers.channels import scaled
 from ..layers.conv_bn_act import fold_named_pairs, is_identity
 from ..layers.ghost import ghost_or_plain_conv
 from ..layers.resnet_blocks import BasicBlock, Bottleneck
 from .base import ClassifierNet, finish_plain_net
-from .family import Family, Variant
+from .family import Family, Variant, Weights
 
 CIFAR_STAGES = (16, 32, 64)  # ResNet-56: 9 basic blocks per stage
 IMAGENET_STAGES = ((64, 3), (128, 4), (256, 6), (512, 3))  # ResNet-50: (bottleneck width, blocks); out = 4x width
@@ -26,50 +28,65 @@ CIFAR_INPUT = InputSpec(size=32, resize=32, interpolation="bilinear", mean=(0.49
                         std=(0.2470, 0.2435, 0.2616))
 
 
+BlockFactory = Callable[..., nn.Module]  # (in_chs, planes, stride, conv_layer, *, drop_path, **kw) -> a block with
+# ``out_chs``: layers/resnet_blocks.py's BasicBlock and Bottleneck, and every block built to their signature
+
+
+def cifar_basic_block(in_chs: int, planes: int, stride: int, conv_layer, *, drop_path: float = 0.0) -> BasicBlock:
+    """ResNet-56's basic block with the parameter-free "option A" shortcut."""
+    return BasicBlock(in_chs, planes, stride, conv_layer, option_a=True, drop_path=drop_path)
+
+
 class ResNet(ClassifierNet):
-    """A ResNet with torchvision's attribute names: ``conv1, bn1, relu, maxpool, layer1..N, fc``."""
+    """A ResNet with torchvision's attribute names: ``conv1, bn1, relu, maxpool, layer1..N, fc``.
+
+    ``block`` builds every block (ResNet's basic or bottleneck block, ResNeXt's grouped one, SE/ECA/SK/Res2Net
+    bottlenecks), ``depths`` and ``planes`` the stages (strides 1, 2, 2, ...), ``stem`` is ImageNet's 7x7/2 conv +
+    3x3/2 max pool or CIFAR's 3x3/1 conv (``stem_chs`` wide); ``block_kwargs`` go to every block.
+    """
 
     head_name = "fc"
     stem_pattern = r"^conv1|^bn1|^maxpool"
     stage_pattern = r"^layer(\d+)"
+    supports_features_only = True
 
     def __init__(
-        self, *, cifar: bool, ghost_ratio: int | None = None, width: float = 1.0, num_classes: int = 1000,
-        in_chans: int = 3, drop_rate: float = 0.0, drop_path_rate: float = 0.0, deploy: bool = False,
-        channels_last: bool = True,
+        self, *, block: BlockFactory, depths: Sequence[int], planes: Sequence[int], stem: str = "imagenet",
+        stem_chs: int = 64, block_kwargs: Mapping | None = None, ghost_ratio: int | None = None, width: float = 1.0,
+        num_classes: int = 1000, in_chans: int = 3, drop_rate: float = 0.0, drop_path_rate: float = 0.0,
+        deploy: bool = False, channels_last: bool = True,
     ) -> None:
+        if stem not in ("imagenet", "cifar"):
+            raise ValueError(f"stem must be 'imagenet' (7x7/2 conv + max pool) or 'cifar' (3x3/1 conv), got {stem!r}")
+        if len(depths) != len(planes) or not depths or min(depths) < 1:
+            raise ValueError(f"depths {tuple(depths)} and planes {tuple(planes)}: one depth >= 1 per stage")
+        cifar = stem == "cifar"
         super().__init__(num_classes=num_classes, in_chans=in_chans, drop_rate=drop_rate, width=width, deploy=False,
                          channels_last=channels_last, drop_path_rate=drop_path_rate,
                          default_input_size=(32, 32) if cifar else (224, 224))
         conv_layer = ghost_or_plain_conv(ghost_ratio)
-        stem_chs = scaled(16 if cifar else 64, width)
+        stem_chs = scaled(stem_chs, width)
         if cifar:  # the stem stays a plain conv in the Ghost versions
             self.conv1 = nn.Conv2d(in_chans, stem_chs, 3, 1, 1, bias=False)
             self.maxpool = nn.Identity()
-            plan = [(scaled(c, width), 9, 1 if i == 0 else 2) for i, c in enumerate(CIFAR_STAGES)]
         else:
             self.conv1 = nn.Conv2d(in_chans, stem_chs, 7, 2, 3, bias=False)
             self.maxpool = nn.MaxPool2d(3, 2, 1)
-            plan = [(scaled(c, width), n, 1 if i == 0 else 2) for i, (c, n) in enumerate(IMAGENET_STAGES)]
         self.bn1, self.relu = nn.BatchNorm2d(stem_chs), nn.ReLU(inplace=True)
-        n_blocks = sum(n for _, n, _ in plan)
+        n_blocks = sum(depths)
         in_chs, index, reduction = stem_chs, 0, 1 if cifar else 4
-        for s, (chs, n, stride) in enumerate(plan):
+        for s, (chs, n) in enumerate(zip(planes, depths)):
+            stride = 1 if s == 0 else 2
             blocks = []
             for j in range(n):
-                dpr = drop_path_rate * index / n_blocks
-                if cifar:
-                    blocks.append(BasicBlock(in_chs, chs, stride if j == 0 else 1, conv_layer, option_a=True,
-                                             drop_path=dpr))
-                    in_chs = chs
-                else:
-                    blocks.append(Bottleneck(in_chs, chs, stride if j == 0 else 1, conv_layer, drop_path=dpr))
-                    in_chs = chs * Bottleneck.expansion
+                blocks.append(block(in_chs, scaled(chs, width), stride if j == 0 else 1, conv_layer,
+                                    drop_path=drop_path_rate * index / n_blocks, **dict(block_kwargs or {})))
+                in_chs = blocks[-1].out_chs
                 index += 1
             reduction *= stride
             setattr(self, f"layer{s + 1}", nn.Sequential(*blocks))
             self.feature_info.append(dict(num_chs=in_chs, reduction=reduction, module=f"layer{s + 1}"))
-        self.num_stages = len(plan)
+        self.num_stages = len(depths)
         finish_plain_net(self, in_chs, deploy)
 
     def stages(self) -> list[tuple[str, nn.Module]]:
@@ -87,10 +104,30 @@ class ResNet(ClassifierNet):
         return self.use_channels_last(self.channels_last)
 
 
-def resnet(cifar: bool = False, ghost_ratio: int | None = None, num_classes: int | None = None, **kwargs) -> ResNet:
-    """ResNet-56 (``cifar=True``, 10 classes) or ResNet-50 (1000), optionally with Ghost modules at ``ghost_ratio``."""
+def imagenet_basic_block(in_chs: int, planes: int, stride: int, conv_layer, *, drop_path: float = 0.0) -> BasicBlock:
+    """ResNet-18/34's basic block with torchvision's 1x1 projection shortcut."""
+    return BasicBlock(in_chs, planes, stride, conv_layer, option_a=False, drop_path=drop_path)
+
+
+# He et al. Table 1: depth -> (block, blocks per stage); stage widths 64/128/256/512 (x4 out for the bottleneck)
+IMAGENET_DEPTHS = {18: (imagenet_basic_block, (2, 2, 2, 2)), 34: (imagenet_basic_block, (3, 4, 6, 3)),
+                   50: (Bottleneck, (3, 4, 6, 3))}
+
+
+def resnet(cifar: bool = False, ghost_ratio: int | None = None, num_classes: int | None = None, depth: int = 50,
+           stem: str = "imagenet", **kwargs) -> ResNet:
+    """ResNet-56 (``cifar=True``, 10 classes) or ResNet-18/34/50 (``depth``, 1000), optionally with Ghost modules at
+    ``ghost_ratio``; ``stem="cifar"`` gives the ImageNet depths the 3x3/1 stem without max pool that CIFAR
+    training uses (RMNet's and most CIFAR ResNet-18s)."""
     num_classes = (10 if cifar else 1000) if num_classes is None else num_classes
-    return ResNet(cifar=cifar, ghost_ratio=ghost_ratio, num_classes=num_classes, **kwargs)
+    if cifar:
+        return ResNet(block=cifar_basic_block, depths=(9, 9, 9), planes=CIFAR_STAGES, stem="cifar", stem_chs=16,
+                      ghost_ratio=ghost_ratio, num_classes=num_classes, **kwargs)
+    if depth not in IMAGENET_DEPTHS:
+        raise ValueError(f"depth must be one of {sorted(IMAGENET_DEPTHS)}, got {depth!r}")
+    block, depths = IMAGENET_DEPTHS[depth]
+    return ResNet(block=block, depths=depths, planes=tuple(c for c, _ in IMAGENET_STAGES), stem=stem,
+                  ghost_ratio=ghost_ratio, num_classes=num_classes, **kwargs)
 
 
 _GHOST_RULE = ("Ghost versions: every conv but the stem is a Ghost module (k x k primary with the conv's stride, "
@@ -135,6 +172,20 @@ FAMILY = Family(
     name="resnet",
     builder=resnet,
     variants={
+        "resnet18": Variant(width=1.0, params=11_689_512, madds=1_814_073_344, paper_params=11.7, paper_madds=1800,
+                            top1=69.758, top5=89.078, builder_kwargs=dict(depth=18), recipe="resnet_imagenet",
+                            eval_transform=TORCHVISION_EVAL,
+                            weights=Weights(url="https://download.pytorch.org/models/resnet18-f37072fd.pth",
+                                            top1=69.758),
+                            notes="top-1/top-5: torchvision's IMAGENET1K_V1 weights (the paper gives only "
+                                  "ResNet-34's and deeper single-model errors); MAdds as torchvision's meta (1.814G)."),
+        "resnet34": Variant(width=1.0, params=21_797_672, madds=3_663_761_408, paper_params=21.8, paper_madds=3600,
+                            top1=73.314, top5=91.42, builder_kwargs=dict(depth=34), recipe="resnet_imagenet",
+                            eval_transform=TORCHVISION_EVAL,
+                            weights=Weights(url="https://download.pytorch.org/models/resnet34-b627a593.pth",
+                                            top1=73.314),
+                            notes="top-1/top-5: torchvision's IMAGENET1K_V1 weights; the paper's 10-crop "
+                                  "ResNet-34 B error is 24.52 / 7.46 (Table 3), its FLOPs 3.6G."),
         "resnet50": Variant(width=1.0, params=25_557_032, madds=4_089_184_256, paper_params=25.6,
                             paper_madds=4100, top1=75.3, top5=92.2),
         "ghost_resnet50_s2": Variant(width=1.0, params=14_006_504, madds=2_151_023_360, paper_params=13.0,
@@ -150,4 +201,5 @@ FAMILY = Family(
     code="https://github.com/huawei-noah/Efficient-AI-Backbones",
     recipe="ghostnet",
     notes="ImageNet top-1/top-5 from the paper (torchvision's V1 weights: 76.1). " + _GHOST_RULE,
+    extra_kwargs=("stem",),
 )

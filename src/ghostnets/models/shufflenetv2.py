@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..data.transforms import InputSpec
+from ..data.transforms import TORCHVISION_EVAL, InputSpec
 from ..layers.conv_bn_act import ConvSequence, activation, conv_norm
 from ..layers.shufflenet_v2 import ShuffleV2Block
 from .base import ClassifierNet, finish_plain_net
@@ -111,7 +111,6 @@ def shufflenetv2(**kwargs) -> ShuffleNetV2:
 
 
 _TV = "https://download.pytorch.org/models/"
-TORCHVISION_EVAL = InputSpec(interpolation="bilinear")  # torchvision's V1 transforms: bilinear 256 -> 224
 TORCHVISION_EVAL_232 = InputSpec(resize=232, interpolation="bilinear")  # its x1_5/x2_0 weights (vision PR #5906)
 
 
