@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import json
 import os
 import platform
 import re
@@ -11,11 +12,14 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
 
+from ghostnets.data.fashion_mnist import fetch_fashion_mnist
 from ghostnets.measure.machine import cpu_name
 from ghostnets.runtime import timing as runtime_timing
 from ghostnets.runtime.timing import p90  # noqa: F401  (the scripts' one p90)
+from ghostnets.train import train
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCHMARKS_MD = ROOT / "BENCHMARKS.md"
@@ -60,3 +64,23 @@ def write_section(name: str, body: str) -> None:
 
 def command_line() -> str:
     return "python " + " ".join([os.path.relpath(sys.argv[0], ROOT)] + sys.argv[1:])
+
+
+def subset(out: Path, per_class: int) -> Path:
+    """Fashion-MNIST's first ``per_class`` training images of each class and the whole test split (bundled format)."""
+    with np.load(fetch_fashion_mnist()) as data:
+        arrays = {k: data[k] for k in ("train_x", "train_y", "test_x", "test_y")}
+    keep = np.concatenate([np.flatnonzero(arrays["train_y"] == c)[:per_class] for c in range(10)])
+    path = out / f"fashion_mnist_{per_class}_per_class.npz"
+    if not path.exists():
+        np.savez_compressed(path, train_x=arrays["train_x"][keep], train_y=arrays["train_y"][keep],
+                            test_x=arrays["test_x"], test_y=arrays["test_y"])
+    return path
+
+
+def run_training(cfg, out: Path) -> dict:
+    """``train(cfg, out)``, or the summary of a run that finished there before (delete the folder to retrain)."""
+    summary_file = out / "summary.json"
+    if summary_file.exists():  # finished before: reuse (delete the folder to retrain)
+        return json.loads(summary_file.read_text())
+    return train(cfg, out, force=True, progress_bar=False)

@@ -56,7 +56,8 @@ def test_ghostified_torchvision_model_exports(fmt, tmp_path):
     np.testing.assert_allclose(got, reference(model, x), rtol=0, atol=1e-4 * max(1, np.abs(got).max()))
 
 
-@pytest.mark.parametrize("name", ["repghostnet_050", "ghostnetv2_100"])
+@pytest.mark.parametrize("name", ["repghostnet_050", "ghostnetv2_100", "resnext50_32x4d", "wrn16_8_cifar",
+                                  "ecaresnet50", "skresnext50_32x4d", "res2net50_26w_4s"])
 def test_onnx_file_computes_the_training_form(name, tmp_path):
     model = trained_looking(name)
     report = export_model(model, tmp_path / "m.onnx", format="onnx", spec=SPEC, class_names=["a", "b"])

@@ -114,6 +114,20 @@ def test_pairs_stay_inside_blocks_and_chains():
     assert not prunable_pairs(ghostnets.create_model("ghost_resnet56_cifar_s2", width=0.25))
     tv = prunable_pairs(ghostnets.create_model("torchvision:resnet18"))
     assert [(p.conv, p.consumer) for p in tv][0] == ("layer1.0.conv1", "layer1.0.conv2") and len(tv) == 8
+    wrn = prunable_pairs(ghostnets.create_model("wrn16_8_cifar", width=0.125))  # pre-activation: conv1 -> bn2 -> conv2
+    assert [(p.conv, p.norms, p.consumer) for p in wrn][0] == ("layer1.0.conv1", ("layer1.0.bn2",), "layer1.0.conv2")
+    assert len(wrn) == 6
+
+
+def test_wide_resnet_prunes_and_rebuilds(tmp_path):
+    model = randomize_bn(ghostnets.create_model("wrn16_8_cifar", width=0.25, in_chans=1)).eval()
+    target = ghostnets.count_madds(model, 32) * 2 // 3
+    pruned = prune_channels(model, target, fashion_images(16), samples_per_image=4)
+    assert ghostnets.count_madds(pruned, 32) <= target and pruned.layer1[0].conv1.out_channels < 32
+    rebuilt = ghostnets.create_model(checkpoint_path=ghostnets.save_checkpoint(pruned, tmp_path / "p.safetensors"))
+    x = fashion_images(2)
+    with torch.no_grad():
+        torch.testing.assert_close(rebuilt.eval()(x), pruned(x))
 
 
 # --- ResNet-56 pruned to Ghost-ResNet-56's budget ------------------------------------------------------------------

@@ -265,3 +265,18 @@ def test_two_gloo_processes_reach_the_weights_of_one_process_with_the_same_globa
     a, b = weights(single / "last.safetensors"), weights(double / "last.safetensors")
     params = {k for k in a if "running_" not in k and "num_batches" not in k}
     assert_same_weights({k: a[k] for k in params}, {k: b[k] for k in params}, atol=1e-4)
+
+
+@pytest.mark.parametrize(("model", "recipe"), [("wrn16_8_cifar", "wrn_cifar"),
+                                               ("resnext29_8x64d_cifar", "resnext_cifar"),
+                                               ("res2net50_26w_4s", "resnet_imagenet")])
+def test_residual_families_train_on_the_bundled_data_with_their_recipes(tmp_path, model, recipe):
+    """The papers' recipes as files, on the bundled Fashion-MNIST at 32 px (1 channel, 10 classes), narrowed and cut
+    to one epoch: the run finishes, evaluates and its checkpoint rebuilds the trained model."""
+    config = update_config(load_recipe(recipe), {"model": model, "data": str(SUBSET), "batch_size": 32, "epochs": 1,
+                                                 "threads": 2, "model_kwargs": {"width": 0.25}}, "test")
+    assert config.model == model
+    summary = train(config, tmp_path / model, progress_bar=False)
+    assert summary["epochs"] == 1 and 0 <= summary["final_top1"] <= 100
+    rebuilt = ghostnets.create_model(checkpoint_path=tmp_path / model / "last.safetensors")
+    assert rebuilt.in_chans == 1 and rebuilt.num_classes == 10

@@ -14,7 +14,7 @@ from .factory import create_model, ghostify
 from .hub import download_weights
 from .record import ModelRecord, record_of
 from .registry import ModelCard, list_models, model_info
-from .transforms import prune_channels, reparameterize
+from .transforms import prune_channels, remove_residuals, reparameterize
 
 __version__ = "0.1.0"
 
@@ -23,5 +23,5 @@ __all__ = [
     "UnknownModelError", "UnsafeCheckpointError", "count_madds", "count_params", "create_model", "download_weights",
     "ghostify", "list_models",
     "load_checkpoint", "model_info", "prune_channels", "read_metadata", "read_state_dict", "record_of",
-    "reparameterize", "save_checkpoint",
+    "remove_residuals", "reparameterize", "save_checkpoint",
 ]

@@ -19,13 +19,14 @@ from . import (
     predict,
     profile,
     prune,
+    remove_residuals,
     reparam,
     train,
     verify,
 )
 
 SUBCOMMANDS = (models, blocks, download, reparam, verify, export, train, evaluate, predict, profile, bench, ghostify,
-               prune)
+               prune, remove_residuals)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -38,15 +38,17 @@ from ..counting import conv_madds, conv_output_sizes, count_madds, madds_input_s
 from ..errors import CheckpointError, GhostnetsError
 from ..layers.conv_bn_act import ConvSequence
 from ..layers.resnet_blocks import BasicBlock, Bottleneck
+from ..layers.wide_basic import WideBasic
 from ..models.features import FeatureListNet
-from ..record import in_chans_of, is_deploy, model_name
+from ..record import in_chans_of, is_deploy, model_name, record_of
 from ..table import format_table
 from .edits import record_edit, register_edit
 
 # Residual blocks whose branch is conv1 -> bn1 -> relu -> conv2 [-> bn2 -> relu -> conv3]: (A, its BN, B) per pair
 BLOCK_PAIRS = {BasicBlock: (("conv1", "bn1", "conv2"),), tv_resnet.BasicBlock: (("conv1", "bn1", "conv2"),),
                Bottleneck: (("conv1", "bn1", "conv2"), ("conv2", "bn2", "conv3")),
-               tv_resnet.Bottleneck: (("conv1", "bn1", "conv2"), ("conv2", "bn2", "conv3"))}
+               tv_resnet.Bottleneck: (("conv1", "bn1", "conv2"), ("conv2", "bn2", "conv3")),
+               WideBasic: (("conv1", "bn2", "conv2"),)}  # pre-activation: conv1 -> bn2 -> relu -> dropout -> conv2
 # Modules a plain chain may hold between two convs: they act on each channel alone, without parameters
 CHANNELWISE = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.SiLU, nn.Hardswish, nn.GELU, nn.Identity, nn.Dropout,
                nn.MaxPool2d, nn.AvgPool2d)
@@ -198,7 +200,8 @@ def _check_model(model: nn.Module) -> list[PrunePair]:
     if isinstance(model, FeatureListNet):
         raise PruneError("prune the classifier model, not its features_only wrapper (create_model without "
                          "features_only=True); build the feature model from the pruned checkpoint afterwards")
-    if is_deploy(model):
+    residual_free = any(edit.op == "remove_residuals" for edit in record_of(model).edits)
+    if is_deploy(model) and not residual_free:  # RMNet's plain form is BN-free by construction: its biased convs prune
         raise PruneError("channel pruning needs the training form (it prunes the BatchNorms along with the convs): "
                          "prune the training model or checkpoint, not its deploy form, and reparameterize the "
                          "pruned model afterwards")
