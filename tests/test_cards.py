@@ -22,13 +22,15 @@ def test_card_params_and_madds_are_what_the_model_counts(name):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", [n for n in NAMES if n.startswith(("ghostnet", "repghostnet"))] + ["resnet50"])
+@pytest.mark.parametrize("name", [n for n in NAMES if n.startswith(("ghostnet", "repghostnet"))]
+                         + ["resnet18", "resnet34", "resnet50"])
 def test_card_matches_an_independent_build(name):
     card = ghostnets.model_info(name)
-    if name == "resnet50":
+    if name.startswith("resnet"):
         import torchvision
 
-        reference = torchvision.models.resnet50()
+        reference = getattr(torchvision.models, name)()
+        assert list(ghostnets.create_model(name).state_dict()) == list(reference.state_dict())  # torchvision's keys
     else:
         timm = pytest.importorskip("timm")
         reference = timm.create_model(name)
