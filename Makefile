@@ -21,7 +21,7 @@ lint: $(STAMP)
 test: $(STAMP) lint
 	$(BIN)/python -m pytest -q tests
 
-# The inner loop (about 3 minutes on 2 cores): unit tests only; no training runs, no subprocesses, no sweeps over every width,
+# The inner loop (about 2.5 minutes on 2 cores): unit tests only; no training runs, no subprocesses, no sweeps over every width,
 # no onnxruntime / OpenVINO (markers `slow` and `runtimes`, pyproject.toml).
 test-fast: $(STAMP) lint
 	$(BIN)/python -m pytest -q tests -m "not slow and not runtimes"
