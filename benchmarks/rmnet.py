@@ -14,6 +14,8 @@ the weights). Writes the ``rmnet`` section of BENCHMARKS.md.
 from __future__ import annotations
 
 import argparse
+import copy
+import functools
 import statistics
 import sys
 from pathlib import Path
@@ -46,6 +48,15 @@ def config(args: argparse.Namespace, data: Path, seed: int, epochs: int, initial
     if lr is not None:  # the plain forms: a lower lr, gradients clipped (no BatchNorm rescales them)
         values.update(lr=lr, clip_grad=5.0)
     return update_config(load_recipe("cifar"), values, "rmnet.py")
+
+
+def prune_to_half(plain: torch.nn.Module, resnet: torch.nn.Module, calib: int, seed: int) -> torch.nn.Module:
+    """``plain`` channel-pruned to half of ``resnet``'s MAdds at 32 px, on ``calib`` bundled training images."""
+    target = ghostnets.count_madds(resnet, 32) // 2
+    pruned = ghostnets.prune_channels(plain, target, calibration_images(FASHION_MNIST_INPUT, None, calib),
+                                      input_size=32, seed=seed)
+    print(pruned.record.report.table())
+    return pruned
 
 
 def latency(models: dict[str, torch.nn.Module], size: int, threads: int, runs: int) -> dict[str, dict[str, float]]:
@@ -89,18 +100,12 @@ def main() -> None:
         finals[ROWS[0]] = root / "resnet18" / "last.safetensors"
         trained = ghostnets.create_model(checkpoint_path=root / "resnet18_half" / "last.safetensors").eval()
         plain = ghostnets.remove_residuals(trained)
-        target = ghostnets.count_madds(trained, 32) // 2
-        starts = {ROWS[1]: (root / "rm_init.safetensors", plain)}
-        if not (root / "rm_pruned_init.safetensors").exists():
-            calib = calibration_images(FASHION_MNIST_INPUT, None, args.calib)
-            pruned = ghostnets.prune_channels(plain, target, calib, input_size=32, seed=seed)
-            print(pruned.record.report.table())
-            starts[ROWS[2]] = (root / "rm_pruned_init.safetensors", pruned)
-        else:
-            starts[ROWS[2]] = (root / "rm_pruned_init.safetensors", None)
-        for row, (path, model) in starts.items():
-            if model is not None and not path.exists():
-                ghostnets.save_checkpoint(model, path)
+        starts = {ROWS[1]: (root / "rm_init.safetensors", functools.partial(copy.copy, plain)),
+                  ROWS[2]: (root / "rm_pruned_init.safetensors",
+                            functools.partial(prune_to_half, plain, trained, args.calib, seed))}
+        for row, (path, make) in starts.items():
+            if not path.exists():  # made only where no earlier run left it
+                ghostnets.save_checkpoint(make(), path)
             folder = root / path.stem.replace("_init", "")
             summary = run_training(config(args, data, seed, args.epochs, initial=path, lr=args.finetune_lr), folder)
             train_seconds += summary["train_seconds"]

@@ -8,6 +8,7 @@ from pathlib import Path
 from ..checkpoint import save_checkpoint
 from ..factory import create_model
 from ..transforms.ghostify import FIRST_CONV, ghostify
+from .conversion import check_paths
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -33,10 +34,7 @@ def run(args: argparse.Namespace) -> int:
     if args.model is None and args.checkpoint is None:
         raise ValueError("give --model NAME (or torchvision:NAME) or --checkpoint FILE")
     if args.out is not None:
-        if args.out.suffix != ".safetensors":
-            raise ValueError(f"--out must name a .safetensors file, got {args.out}")
-        if args.out.exists() and not args.force:  # fail before the work, not after it
-            raise FileExistsError(f"{args.out} exists; pass --force to overwrite it")
+        check_paths(args.out, args.force)
     model = create_model(args.model, checkpoint_path=args.checkpoint, num_classes=args.num_classes)
     ghosted = ghostify(model, args.ratio, args.dw_size, skip=args.skip, keep_bn=args.keep_bn,
                        input_size=tuple(args.input_size) if args.input_size else None)

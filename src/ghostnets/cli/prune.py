@@ -48,17 +48,13 @@ def run(args: argparse.Namespace) -> int:
     from ..checkpoint import save_checkpoint
     from ..data.samples import calibration_images
     from ..transforms import prune_channels
+    from .conversion import check_paths
     from .options import load_model
 
     out = args.out or args.checkpoint.with_name(f"{args.checkpoint.stem}_pruned.safetensors")
-    if out.suffix != ".safetensors":
-        raise ValueError(f"--out must name a .safetensors file, got {out}")
     if args.images < 1:
         raise ValueError(f"--images must be >= 1, got {args.images}")
-    if not args.checkpoint.is_file():
-        raise FileNotFoundError(f"{args.checkpoint} does not exist (or is not a file)")
-    if out.exists() and not args.force:  # fail before the work, not after it
-        raise FileExistsError(f"{out} exists; pass --force to overwrite it")
+    check_paths(out, args.force, args.checkpoint)
     model = load_model(args.model, args.checkpoint, args.use_ema)
     spec = model.record.input
     calib = calibration_images(spec, args.calib, args.images)

@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..checkpoint import save_checkpoint
 from ..counting import madds_input_size
 from ..factory import create_model
-from ..transforms import is_equivalent, max_output_difference, remove_residuals
+from ..transforms import remove_residuals
+from .conversion import check_paths, save_if_equivalent
 from .options import add_ema_flags
 
 
@@ -24,19 +24,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.out.suffix != ".safetensors":
-        raise ValueError(f"--out must name a .safetensors file, got {args.out}")
-    if not args.checkpoint.is_file():
-        raise FileNotFoundError(f"{args.checkpoint} does not exist (or is not a file)")
-    if args.out.exists() and not args.force:  # fail before the work, not after it
-        raise FileExistsError(f"{args.out} exists; pass --force to overwrite it")
+    check_paths(args.out, args.force, args.checkpoint)
     model = create_model(args.model, checkpoint_path=args.checkpoint, use_ema=args.use_ema).eval()
-    plain = remove_residuals(model)
-    diff, scale = max_output_difference(model, plain, madds_input_size(model, None))
-    print(f"max |Δ logits| residual vs plain: {diff:.3g} (max |logits| {scale:.3g})")
-    if not is_equivalent(diff, scale):
-        print("ghostnets: error: the plain form is not equivalent; nothing written")
+    if not save_if_equivalent(model, remove_residuals(model), args.out, force=args.force,
+                              what="residual vs plain", form="the plain form",
+                              input_size=madds_input_size(model, None)):
         return 1
-    save_checkpoint(plain, args.out, overwrite=args.force)
     print(f"wrote {args.out}: no residual addition left; prune it with `ghostnets prune --checkpoint {args.out}`")
     return 0

@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..checkpoint import save_checkpoint
 from ..factory import create_model
 from ..record import is_deploy
-from ..transforms import is_equivalent, max_output_difference, reparameterize
+from ..transforms import reparameterize
+from .conversion import check_paths, save_if_equivalent
 from .options import add_ema_flags
 
 
@@ -24,21 +24,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.out.suffix != ".safetensors":
-        raise ValueError(f"--out must name a .safetensors file, got {args.out}")
-    if not args.checkpoint.is_file():
-        raise FileNotFoundError(f"{args.checkpoint} does not exist (or is not a file)")
-    if args.out.exists() and not args.force:  # fail before the work, not after it
-        raise FileExistsError(f"{args.out} exists; pass --force to overwrite it")
+    check_paths(args.out, args.force, args.checkpoint)
     model = create_model(args.model, checkpoint_path=args.checkpoint, deploy=False, use_ema=args.use_ema).eval()
     if is_deploy(model):
         raise ValueError(f"{args.checkpoint} is already in deploy form; nothing to convert")
-    deployed = reparameterize(model)
-    diff, scale = max_output_difference(model, deployed)
-    print(f"max |Δ logits| training vs deploy: {diff:.3g} (max |logits| {scale:.3g})")
-    if not is_equivalent(diff, scale):
-        print("ghostnets: error: the deploy form is not equivalent; nothing written")
+    if not save_if_equivalent(model, reparameterize(model), args.out, force=args.force, what="training vs deploy",
+                              form="the deploy form"):
         return 1
-    save_checkpoint(deployed, args.out, overwrite=args.force)
     print(f"wrote {args.out}")
     return 0

@@ -251,9 +251,6 @@ def _convert(model: nn.Module) -> nn.Module:
     for stage in _stages(plain):
         seq = getattr(plain, stage)
         for i, block in enumerate(list(seq)):
-            if type(block) not in RESIDUAL_BLOCKS:
-                raise RemoveResidualsError(f"{stage}.{i} is a {type(block).__name__}: every block of a stage must be "
-                                           "a ResNet BasicBlock or Bottleneck")
             seq[i] = convert_block(block, value_range, f"{stage}.{i}")
             value_range = ACTIVATION_RANGE[type(block.relu)]
     if hasattr(plain, "use_channels_last") and hasattr(plain, "channels_last"):
