@@ -239,7 +239,7 @@ def bench_entry(entry: Entry, runtimes: list, settings: BenchSettings, limits, w
         bar.update(len(runtimes))
         del fns, memory, outputs
         gc.collect()
-    if any(r.name == "compile" for r in runtimes):
+    if any(r.name in ("compile", "cuda-compile") for r in runtimes):
         torch._dynamo.reset()  # this model's compiled code is not needed again
     return rows
 

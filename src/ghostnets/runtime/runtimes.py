@@ -8,7 +8,14 @@ Each runtime turns a deploy-form model into a callable on a float32 NCHW numpy b
   and every graph optimisation;
 - ``openvino``: the verified OpenVINO IR, compiled for a static batch with ``INFERENCE_NUM_THREADS``, the ``LATENCY``
   hint and f32 precision;
-- ``int8``: ``ghostnets.runtime.quantize.quantize_model`` (backend ``auto``), run on the runtime it chose.
+- ``int8``: ``ghostnets.runtime.quantize.quantize_model`` (backend ``auto``), run on the runtime it chose;
+- ``cuda``: the PyTorch module on the GPU (a copy moved there once, weights in the deploy form's layout) under
+  ``torch.inference_mode``; the batch is copied to a device buffer made at load time only when it is a new array, so
+  repeated calls on one batch time the network, not PCIe; ``torch.cuda.synchronize()`` before the logits return;
+- ``cuda-compile``: ``torch.compile`` of it on the GPU (default mode, static shapes, inductor's Triton kernels).
+
+``cuda`` and ``cuda-compile`` need a CUDA GPU: without one :func:`check_runtimes` refuses them before any work (GPU
+latency for the building-block evaluation after Bonnaerens et al. 2022, arXiv 2208.12694, is measured on such a box).
 
 A runtime works in two steps: ``prepare`` (one-off work per model and input size: export, quantize) and ``load`` (per
 batch size: session, compiled model); sessions come from :mod:`.sessions`, timing from :mod:`.timing`.
@@ -16,6 +23,7 @@ batch size: session, compiled model); sessions come from :mod:`.sessions`, timin
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -52,6 +60,7 @@ class Runtime:
     packages: tuple[str, ...]  # import names that must be installed
     prepare: Callable[[nn.Module, tuple[int, int], RuntimeContext], object]
     load: Callable[[object, tuple[int, int, int, int], int], RunFn]
+    unavailable: Callable[[], str | None] = lambda: None  # why it cannot run on this machine (None: it can)
 
 
 # ------------------------------------------------------------------------------------------------ torch runtimes
@@ -73,6 +82,83 @@ def _load_eager(model: nn.Module, shape, threads: int) -> RunFn:
 def _load_compile(model: nn.Module, shape, threads: int) -> RunFn:
     torch.set_num_threads(threads)  # inductor's kernels take the thread count in force when they compile
     return _torch_fn(torch.compile(model.eval(), dynamic=False))
+
+
+# -------------------------------------------------------------------------------------------- GPU runtimes
+
+
+def _cuda_unavailable(name: str) -> str | None:
+    """Why runtime ``name`` cannot run here (no CUDA GPU; for ``cuda-compile`` also no Triton), or ``None``."""
+    if not torch.cuda.is_available():
+        return (f"runtime {name} needs a CUDA GPU; torch.cuda.is_available() is False on this machine; measure on a "
+                f"machine with one, e.g. `ghostnets blocks measure --target gpu-box --runtimes {name}` there")
+    if name == "cuda-compile" and importlib.util.find_spec("triton") is None:
+        return ("runtime cuda-compile needs the package triton (inductor's GPU kernels): pip install triton (PyTorch's "
+                "CUDA wheels for Linux bring it)")
+    return None
+
+
+def _prepare_cuda(model: nn.Module, input_size: tuple[int, int], ctx: RuntimeContext) -> nn.Module:
+    """A copy of the deploy form on the GPU, once per model (the model itself stays on the CPU: eager's reference);
+    ``.to`` keeps each weight's layout, so channels_last weights stay channels_last."""
+    return copy.deepcopy(model).eval().to("cuda")
+
+
+def _channels_last(module: nn.Module) -> bool:
+    weight = next((p for p in module.parameters() if p.dim() == 4), None)
+    return weight is not None and weight.is_contiguous(memory_format=torch.channels_last) and \
+        not weight.is_contiguous()
+
+
+class CudaRunner:
+    """A GPU module as a numpy-to-numpy callable that times the network, not the host-to-device copy.
+
+    At load a device buffer of the batch shape is made (channels_last when the weights are). A call copies the batch
+    into it only when it is another array object than the last one, or that array changed in place where a strided
+    sample of 64 of its values looks (a change elsewhere goes unseen: pass a new array for new data). Then the
+    module runs on the buffer under ``torch.inference_mode``, ``torch.cuda.synchronize()`` waits for the kernels, and
+    the logits (small) come back as numpy.
+    """
+
+    SAMPLE = 64
+
+    def __init__(self, module: Callable, shape: tuple[int, int, int, int], channels_last: bool,
+                 device: str | torch.device = "cuda") -> None:
+        self.module, self.shape = module, tuple(shape)
+        layout = torch.channels_last if channels_last and len(self.shape) == 4 else torch.contiguous_format
+        with torch.inference_mode():
+            self.buffer = torch.empty(self.shape, device=device).contiguous(memory_format=layout)
+        self._host: np.ndarray | None = None  # the batch in the buffer, kept so its id cannot be reused
+        self._sample: np.ndarray | None = None
+        self._index = np.linspace(0, int(np.prod(self.shape)) - 1, self.SAMPLE).astype(np.int64)
+        self.copies = 0  # host-to-device copies made (the tests count them)
+
+    def _fingerprint(self, x: np.ndarray) -> np.ndarray:
+        return x.reshape(-1)[self._index].copy()
+
+    def __call__(self, x: Batch) -> np.ndarray:
+        if tuple(x.shape) != self.shape:
+            raise ValueError(f"this cuda runtime was loaded for batches of shape {self.shape}, not "
+                             f"{tuple(x.shape)}; load it again for that shape")
+        with torch.inference_mode():
+            if x is not self._host or not np.array_equal(self._fingerprint(x), self._sample, equal_nan=True):
+                self.buffer.copy_(torch.from_numpy(np.asarray(x, dtype=np.float32)))
+                self._host, self._sample = x, self._fingerprint(x)
+                self.copies += 1
+            out = self.module(self.buffer)
+        if self.buffer.is_cuda:  # (a CPU buffer: the tests of the copying rule)
+            torch.cuda.synchronize(self.buffer.device)
+        return out.cpu().numpy()
+
+
+def _load_cuda(model: nn.Module, shape, threads: int) -> RunFn:
+    torch.set_num_threads(threads)  # the host side (launches, the logits' copy)
+    return CudaRunner(model, shape, _channels_last(model))
+
+
+def _load_cuda_compile(model: nn.Module, shape, threads: int) -> RunFn:
+    torch.set_num_threads(threads)
+    return CudaRunner(torch.compile(model, dynamic=False), shape, _channels_last(model))
 
 
 # ------------------------------------------------------------------------------------------- exported runtimes
@@ -143,11 +229,16 @@ RUNTIMES: dict[str, Runtime] = {r.name: r for r in (
             lambda m, size, ctx: _export(m, size, ctx, "openvino"), _load_openvino),
     Runtime("int8", "INT8 quantized (quantize_model, backend auto)", ("onnx", "onnxruntime"),
             _prepare_int8, _load_int8),
+    Runtime("cuda", "PyTorch eager on a CUDA GPU, deploy form, input resident on the device", ("torch",),
+            _prepare_cuda, _load_cuda, lambda: _cuda_unavailable("cuda")),
+    Runtime("cuda-compile", "torch.compile of the deploy form on a CUDA GPU (default mode)", ("torch",),
+            _prepare_cuda, _load_cuda_compile, lambda: _cuda_unavailable("cuda-compile")),
 )}
 
 
 def check_runtimes(names: list[str]) -> list[Runtime]:
-    """The runtimes named, or an error that lists the valid names / names the extra a missing package comes with."""
+    """The runtimes named, or an error that lists the valid names / names the extra a missing package comes with /
+    says why a runtime cannot run on this machine (``cuda`` without a GPU)."""
     unknown = [n for n in names if n not in RUNTIMES]
     if unknown:
         raise RuntimeUnavailableError(f"unknown runtime {', '.join(map(repr, unknown))}; choose from "
@@ -157,6 +248,9 @@ def check_runtimes(names: list[str]) -> list[Runtime]:
         if missing:
             raise RuntimeUnavailableError(f"runtime {name} needs the package(s) {', '.join(missing)}: "
                                           f"{DEPLOY_EXTRA}")
+        reason = RUNTIMES[name].unavailable()
+        if reason:
+            raise RuntimeUnavailableError(reason)
     return [RUNTIMES[n] for n in names]
 
 
