@@ -1,6 +1,8 @@
 """Model families, one file each; ``FAMILIES`` is what the registry registers."""
 
 from .base import ClassifierNet
+from .blocknet import FAMILY as BLOCKNET
+from .blocknet import BlockNet
 from .ecaresnet import FAMILY as ECARESNET
 from .edgenext import FAMILY as EDGENEXT
 from .edgenext import EdgeNeXt, edgenext
@@ -44,9 +46,10 @@ from .wrn_cifar import WideResNet, wrn_cifar
 
 FAMILIES = (GHOSTNET, GHOSTNETV2, GHOSTNETV3, REPGHOSTNET, RESNET_CIFAR, VGG_CIFAR, RESNET, G_GHOSTNET, REGNET,
             SHUFFLENETV2, MOBILENETV3, MOBILENETV2, MGIC_RESNET, MGIC_MOBILENETV3, SHUFFLENETV1, EDGENEXT,
-            RESNEXT, WIDE_RESNET, RESNEXT_CIFAR, WRN_CIFAR, SERESNET, ECARESNET, SKRESNET, RES2NET)
+            RESNEXT, WIDE_RESNET, RESNEXT_CIFAR, WRN_CIFAR, SERESNET, ECARESNET, SKRESNET, RES2NET, BLOCKNET)
 
-__all__ = ["FAMILIES", "ClassifierNet", "FeatureListNet", "GGhostRegNet", "GhostFamilyNet", "RegNet", "ResNet", "VGG",
+__all__ = ["FAMILIES", "BlockNet", "ClassifierNet", "FeatureListNet", "GGhostRegNet", "GhostFamilyNet", "RegNet",
+           "ResNet", "VGG",
            "g_ghost_regnet", "ghostnet", "ghostnetv2", "ghostnetv3", "regnet", "repghostnet",
            "ShuffleNetV2", "shufflenetv2",
            "MobileNetV3", "mobilenetv3",

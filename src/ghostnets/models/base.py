@@ -176,6 +176,14 @@ class ClassifierNet(nn.Module):
 
     # ------------------------------------------------------------------------------------------------------ helpers
 
+    def add_tap(self, num_chs: int, reduction: int, module: str) -> None:
+        """Record ``module`` as the feature tap of its stride: the last block at each stride (timm's taps)."""
+        tap = dict(num_chs=num_chs, reduction=reduction, module=module)
+        if self.feature_info and self.feature_info[-1]["reduction"] == reduction:
+            self.feature_info[-1] = tap
+        else:
+            self.feature_info.append(tap)
+
     def _run_stage(self, stage: nn.Module, x: torch.Tensor) -> torch.Tensor:
         if self.grad_checkpointing and torch.is_grad_enabled() and not capturing_graph():
             return checkpoint(stage, x, use_reentrant=False)

@@ -39,7 +39,8 @@ def prepare_input(x: torch.Tensor, in_chans: int, channels_last: bool, weight: t
     """Validate ``x`` (see :func:`check_image_batch`) against the model's first ``weight`` (dtype, device) and give
     it the memory format the model runs in."""
     check_image_batch(x, in_chans)
-    if not capturing_graph() and not torch.is_autocast_enabled(x.device.type):
+    # meta tensors (shape-only counting) have no autocast state to ask
+    if not capturing_graph() and x.device.type != "meta" and not torch.is_autocast_enabled(x.device.type):
         if x.dtype != weight.dtype:
             raise InputShapeError(f"the input is {x.dtype} but the model's weights are {weight.dtype}: convert one "
                                   f"(x.to({weight.dtype}) or model.to({x.dtype})), or run under torch.autocast")

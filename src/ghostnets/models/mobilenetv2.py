@@ -61,11 +61,7 @@ class MobileNetV2(ClassifierNet):
                                                drop_path=drop_path_rate * index / n_blocks))
                 in_chs = out_chs
             reduction *= s
-            tap = dict(num_chs=out_chs, reduction=reduction, module=f"features.{len(layers) - 1}")
-            if self.feature_info and self.feature_info[-1]["reduction"] == reduction:
-                self.feature_info[-1] = tap  # the last block at each stride (timm's taps)
-            else:
-                self.feature_info.append(tap)
+            self.add_tap(out_chs, reduction, f"features.{len(layers) - 1}")
         last = make_divisible(LAST_CHS * max(1.0, width), ROUND)
         layers.append(ConvSequence(*conv_norm(in_chs, last, 1), activation(nn.ReLU6)))
         self.features = nn.Sequential(*layers)
