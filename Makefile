@@ -11,7 +11,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip
 	# torch/torchvision first, pinned to the releases this machine serves from disk (see README)
 	$(BIN)/python -m pip install -q "torch==2.14.1" "torchvision==0.29.1" || $(BIN)/python -m pip install -q torch torchvision
-	$(BIN)/python -m pip install -q -e ".[deploy,dev,test]"
+	$(BIN)/python -m pip install -q -e ".[deploy,blocks,dev,test]"
 	touch $(STAMP)
 
 lint: $(STAMP)

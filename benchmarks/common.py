@@ -12,10 +12,9 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from ghostnets.data.fashion_mnist import fetch_fashion_mnist
+from ghostnets.data.fashion_mnist import class_subset
 from ghostnets.measure.machine import cpu_name
 from ghostnets.runtime import timing as runtime_timing
 from ghostnets.runtime.timing import p90  # noqa: F401  (the scripts' one p90)
@@ -68,14 +67,7 @@ def command_line() -> str:
 
 def subset(out: Path, per_class: int) -> Path:
     """Fashion-MNIST's first ``per_class`` training images of each class and the whole test split (bundled format)."""
-    with np.load(fetch_fashion_mnist()) as data:
-        arrays = {k: data[k] for k in ("train_x", "train_y", "test_x", "test_y")}
-    keep = np.concatenate([np.flatnonzero(arrays["train_y"] == c)[:per_class] for c in range(10)])
-    path = out / f"fashion_mnist_{per_class}_per_class.npz"
-    if not path.exists():
-        np.savez_compressed(path, train_x=arrays["train_x"][keep], train_y=arrays["train_y"][keep],
-                            test_x=arrays["test_x"], test_y=arrays["test_y"])
-    return path
+    return class_subset(out, per_class)
 
 
 def run_training(cfg, out: Path) -> dict:

@@ -126,6 +126,25 @@ def fetch_fashion_mnist(root: str | Path | None = None) -> Path:
     )
 
 
+def class_subset(out_dir: str | Path, train_per_class: int | None, test_per_class: int | None = None,
+                 source: str | Path | None = None) -> Path:
+    """A bundled-format ``.npz`` of the first ``train_per_class`` training and ``test_per_class`` test images of
+    each class (None: the whole split) of ``source`` (default: the cached Fashion-MNIST); written once, atomically."""
+    tag = f"{train_per_class or 'all'}_{test_per_class or 'all'}"
+    path = Path(out_dir) / f"fashion_mnist_{tag}_per_class.npz"
+    if path.is_file():
+        return path
+    with np.load(source if source is not None else fetch_fashion_mnist()) as data:
+        arrays = {k: data[k] for k in ("train_x", "train_y", "test_x", "test_y")}
+    for split, per_class in (("train", train_per_class), ("test", test_per_class)):
+        if per_class is None:
+            continue
+        labels = arrays[f"{split}_y"]
+        keep = np.sort(np.concatenate([np.flatnonzero(labels == c)[:per_class] for c in np.unique(labels)]))
+        arrays[f"{split}_x"], arrays[f"{split}_y"] = arrays[f"{split}_x"][keep], labels[keep]
+    return _write_npz(path, arrays)
+
+
 class FashionMNIST(Dataset):
     """The bundled dataset as ``(image, label)`` pairs; ``image`` is a grayscale PIL image unless ``transform``."""
 
