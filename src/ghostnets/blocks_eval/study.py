@@ -56,6 +56,14 @@ class SweepSettings:
     train_per_class: int | None = None  # a class-balanced subset of the bundled training split
     eval_per_class: int | None = None  # likewise of its test split
     objective: str = "eager:1"  # nsga2's latency objective: runtime:batch, measured in the trial on this machine
+    training: dict = dataclasses.field(default_factory=dict)  # the recipe's values (filled from ``recipe``)
+
+    def __post_init__(self) -> None:
+        if not self.training:  # what the recipe holds now: a recipe edited later cannot pass for the same one
+            from ..train import load_recipe
+
+            values = {k: v for k, v in load_recipe(self.recipe).as_dict().items() if k not in ("data", "epochs")}
+            object.__setattr__(self, "training", json.loads(json.dumps(values)))
 
     def as_dict(self) -> dict:
         values = dataclasses.asdict(self)
@@ -69,7 +77,8 @@ class SweepSettings:
         return cls(**{**values, "space": DesignSpace.from_dict(values["space"]), "blocks": tuple(values["blocks"]),
                       "band": tuple(values["band"])})
 
-    FIXED = ("band", "seed", "sampler", "epochs", "recipe", "data", "train_per_class", "eval_per_class", "objective")
+    FIXED = ("band", "seed", "sampler", "epochs", "recipe", "data", "train_per_class", "eval_per_class", "objective",
+             "training")
 
     def check_same_as(self, saved: SweepSettings, study: str) -> None:
         """Refuse to add trials made another way to ``study`` (recorded as ``saved``)."""
@@ -80,7 +89,10 @@ class SweepSettings:
                              f"{', '.join(changed)}): its networks would not be comparable. Use the study's space "
                              "(`ghostnets blocks report` shows it) or start a new study (--study NAME)")
         changed = [f"{k}: study {getattr(saved, k)!r}, this run {getattr(self, k)!r}" for k in self.FIXED
-                   if getattr(saved, k) != getattr(self, k)]
+                   if getattr(saved, k) != getattr(self, k) and k != "training"]
+        changed += [f"recipe field {k}: study {saved.training.get(k)!r}, this run {self.training.get(k)!r}"
+                    for k in sorted(set(saved.training) | set(self.training))
+                    if saved.training.get(k) != self.training.get(k)]
         if changed:
             raise StudyError(f"study {study!r} was created with other settings ({'; '.join(changed)}); resume it "
                              "with the same ones, or start a new study (--study NAME)")

@@ -54,6 +54,7 @@ class TrainConfig:
     model_ema_decay: float = 0.9998
     model_ema_warmup: bool = False  # decay ramps up from 0 (timm's use_warmup): for short runs
     clip_grad: float | None = None
+    precise_bn_images: int = 0  # before each evaluation, recompute BN statistics over this many training images
     # knowledge distillation (GhostNetV3, Liu et al., arXiv 2404.11202; see train/distill.py): the loss is
     # ori_loss_weight * CE + kd_loss_weight * soft cross-entropy to the frozen teacher's softened outputs
     teacher: str | None = None  # a registered name, torchvision:NAME or timm:NAME; None: no distillation

@@ -36,7 +36,7 @@ from ..record import is_deploy
 from .config import ConfigError, TrainConfig
 from .distill import build_distiller, check_distillation
 from .distributed import Distributed, init_distributed, shutdown
-from .engine import autocast, evaluate, train_step
+from .engine import autocast, evaluate, precise_bn, train_step
 from .loaders import RunData, build_data
 from .metrics import MetricsLog
 from .state import capture_rng, load_state, restore_rng, save_state
@@ -394,6 +394,9 @@ class Trainer:
         last = p.epoch + 1 == config.epochs
         self.scheduler.step(p.epoch + 1)
         if last or (p.epoch + 1) % max(config.eval_every, 1) == 0:
+            if config.precise_bn_images > 0:
+                self.data.train.set_epoch(p.epoch, 0)
+                precise_bn(self.module, self.data.train, config.precise_bn_images, self.context, amp=self.amp)
             result = evaluate(self.module, self.data.eval, self.context, amp=self.amp)
             row.update({f"eval_{k}": v for k, v in result.items() if k in ("top1", "top5", "loss")})
             if self.ema is not None:
