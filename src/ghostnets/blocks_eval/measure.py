@@ -40,10 +40,6 @@ def check_target(name: str) -> str:
     return name
 
 
-def arch_of(record: dict) -> Architecture:
-    return Architecture(**{k: tuple(v) if isinstance(v, list) else v for k, v in record["arch"].items()})
-
-
 def input_spec(settings: SweepSettings) -> InputSpec:
     """How the study's networks take images (int8 calibration): the bundled data's, at the space's input size."""
     space = settings.space
@@ -118,8 +114,9 @@ def measure_study(storage, study_name: str, *, target: str, runtimes: list[str],
         for record, batch in bar:
             bar.set_postfix_str(f"{record['key']} batch {batch}")
             wanted = [rt for rt in runtimes if force or (target, rt, batch, record["key"]) not in done]
-            results = time_network(arch_of(record), settings, wanted, batch, threads=threads, runs=runs,
-                                   warmup=warmup, workdir=Path(tmp) / record["key"].replace("/", "_"), calib=calib)
+            results = time_network(Architecture.from_kwargs(record["arch"]), settings, wanted, batch,
+                                   threads=threads, runs=runs, warmup=warmup, calib=calib,
+                                   workdir=Path(tmp) / record["key"].replace("/", "_"))
             for runtime, figures in results.items():
                 study.set_user_attr(latency_attr(target, runtime, batch, record["key"]),
                                     {**figures, "threads": threads, "runs": runs, **machine})

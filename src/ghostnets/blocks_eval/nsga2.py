@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import math
 
-from .space import Architecture, DesignSpaceError, _snap_widths, block_choices
+from ..errors import GhostnetsError
+from .space import Architecture, DesignSpaceError, _snap_widths, block_choices, measure_arch
 from .study import SweepSettings, _optuna
-from .sweep import WorkerOptions, _fail, _states, _train, _work, load_block_study, measure_in_band
+from .sweep import WorkerOptions, _fail, _states, _train, _work, start_sweep
 
 ATTEMPTS_PER_SAMPLE = 25  # trials (most outside the band) a block may take per network it must train
 
@@ -65,7 +66,12 @@ def _objective(settings: SweepSettings, block: str, options: WorkerOptions):
 
 
 def run_nsga2(storage, study_name: str, settings: SweepSettings, options: WorkerOptions) -> dict:
+    """Create (or join) the sweep and search each block's study until it holds ``samples`` trained networks."""
     optuna = _optuna()
+    _, settings = start_sweep(storage, study_name, settings, options)
+    if settings.sampler != "nsga2":
+        raise GhostnetsError(f"study {study_name!r} samples with {settings.sampler}: run it with --sampler "
+                             f"{settings.sampler}")
     completed = failed = ran = 0
     for block in settings.blocks:
         study = optuna.create_study(storage=storage, study_name=f"{study_name}.{block}", load_if_exists=True,
@@ -92,4 +98,9 @@ def run_nsga2(storage, study_name: str, settings: SweepSettings, options: Worker
             "ran_here": ran}
 
 
-__all__ = ["load_block_study", "run_nsga2", "suggest_arch"]
+def measure_in_band(settings: SweepSettings, arch: Architecture) -> tuple[int, int]:
+    """(MAdds, params) of ``arch``, refused when outside the study's band."""
+    madds, params = measure_arch(arch, settings.space)
+    if not settings.band[0] <= madds <= settings.band[1]:
+        raise DesignSpaceError(f"{madds / 1e6:.2f}M MAdds, outside the band")
+    return madds, params

@@ -124,6 +124,11 @@ class Architecture:
     def model_kwargs(self) -> dict:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
 
+    @classmethod
+    def from_kwargs(cls, values: dict) -> Architecture:
+        """The inverse of :meth:`model_kwargs` (as a study stores it: lists for the per-stage values)."""
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+
     def build(self, space: DesignSpace, **kwargs) -> nn.Module:
         from ..factory import create_model
 

@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from ..errors import GhostnetsError
 from ..layers.block_registry import block_info
-from .space import Architecture, DesignSpaceError, check_band, measure_arch, sample
+from .space import Architecture, check_band, sample
 from .study import SweepSettings, _optuna, create_or_load, load
 
 STATES_TAKEN = ("WAITING", "RUNNING", "COMPLETE")
@@ -136,9 +136,7 @@ def _random_objective(study, settings: SweepSettings, options: WorkerOptions):
         trial.set_user_attr("run_dir", str(run_dir))
         trial.set_user_attr("worker", WORKER)
         try:
-            result = _train(settings, Architecture(**{k: tuple(v) if isinstance(v, list) else v
-                                                      for k, v in trial.user_attrs["arch"].items()}),
-                            run_dir, options)
+            result = _train(settings, Architecture.from_kwargs(trial.user_attrs["arch"]), run_dir, options)
         except Exception as e:
             _fail(trial, f"{type(e).__name__}: {e}")
             raise
@@ -179,8 +177,10 @@ def completed_keys(study) -> set[str]:
     return {t.user_attrs.get("key") for t in study.get_trials(deepcopy=False, states=_states("COMPLETE"))}
 
 
-def run_sweep(storage, study_name: str, settings: SweepSettings, options: WorkerOptions) -> dict:
-    """Create (or join) the study, plan its networks, and train them until none is left. Returns counts."""
+def start_sweep(storage, study_name: str, settings: SweepSettings, options: WorkerOptions):
+    """Check everything a sweep needs before any training, cut its data once, create (or join) its study; returns
+    ``(study, settings in force)``. The random sweep (:func:`run_sweep`) and NSGA-II (``nsga2.run_nsga2``) start
+    here."""
     check_blocks(list(settings.blocks))
     if settings.sampler not in ("random", "nsga2"):
         raise GhostnetsError(f"--sampler must be random or nsga2, got {settings.sampler!r}")
@@ -188,10 +188,16 @@ def run_sweep(storage, study_name: str, settings: SweepSettings, options: Worker
     options.workdir.mkdir(parents=True, exist_ok=True)
     data_path(settings, options.workdir)  # fetch / cut the data once, before the trials
     study, settings, _ = create_or_load(storage, study_name, settings)
-    if settings.sampler == "nsga2":
-        from .nsga2 import run_nsga2
+    return study, settings
 
-        return run_nsga2(storage, study_name, settings, options)
+
+def run_sweep(storage, study_name: str, settings: SweepSettings, options: WorkerOptions) -> dict:
+    """Create (or join) a random sweep's study, plan its networks, and train them until none is left. Returns
+    counts."""
+    study, settings = start_sweep(storage, study_name, settings, options)
+    if settings.sampler != "random":
+        raise GhostnetsError(f"study {study_name!r} samples with {settings.sampler}: run it with --sampler "
+                             f"{settings.sampler}")
     plan(study, settings, bar=options.progress_bar)
     planned = {f"{b}/{i}" for b in settings.blocks for i in range(settings.samples)}
     ran = _work(study, _random_objective(study, settings, options), options, len(planned), "training",
@@ -202,15 +208,18 @@ def run_sweep(storage, study_name: str, settings: SweepSettings, options: Worker
     return {"planned": len(planned), "completed": len(done), "failed": len(failed), "ran_here": ran}
 
 
+def _trial_studies(storage, study_name: str, study, settings: SweepSettings) -> list:
+    """The studies holding the sweep's trials: the study itself (random), or one per block (nsga2)."""
+    if settings.sampler == "random":
+        return [study]
+    return [s for s in (load_block_study(storage, study_name, b) for b in settings.blocks) if s is not None]
+
+
 def trial_records(storage, study_name: str) -> tuple[list[dict], SweepSettings, object]:
     """One record per completed network: key, block, arch, madds, params, top1 (and the trial number)."""
     study, settings = load(storage, study_name)
-    studies = [study]
-    if settings.sampler == "nsga2":
-        studies = [load_block_study(storage, study_name, b) for b in settings.blocks]
-        studies = [s for s in studies if s is not None]
     records, seen = [], set()
-    for s in studies:
+    for s in _trial_studies(storage, study_name, study, settings):
         for t in s.get_trials(deepcopy=False, states=_states("COMPLETE")):
             key = t.user_attrs.get("key")
             if key is None or key in seen:
@@ -226,10 +235,8 @@ def trial_records(storage, study_name: str) -> tuple[list[dict], SweepSettings, 
 def failures(storage, study_name: str) -> list[dict]:
     """The failed trials with their reasons (a dead worker's: retried, or left after MAX_RETRIES)."""
     study, settings = load(storage, study_name)
-    studies = [study] if settings.sampler == "random" else [
-        s for s in (load_block_study(storage, study_name, b) for b in settings.blocks) if s is not None]
     rows = []
-    for s in studies:
+    for s in _trial_studies(storage, study_name, study, settings):
         retried = {t.user_attrs.get("retry_of") for t in s.get_trials(deepcopy=False)}
         for t in s.get_trials(deepcopy=False, states=_states("FAIL")):
             reason = t.user_attrs.get("fail_reason") or "its worker stopped (no heartbeat)"
@@ -244,11 +251,3 @@ def load_block_study(storage, study_name: str, block: str):
         return optuna.load_study(study_name=f"{study_name}.{block}", storage=storage)
     except KeyError:
         return None
-
-
-def measure_in_band(settings: SweepSettings, arch: Architecture) -> tuple[int, int]:
-    """(MAdds, params) of ``arch``, refused when outside the study's band."""
-    madds, params = measure_arch(arch, settings.space)
-    if not settings.band[0] <= madds <= settings.band[1]:
-        raise DesignSpaceError(f"{madds / 1e6:.2f}M MAdds, outside the band")
-    return madds, params

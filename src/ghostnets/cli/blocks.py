@@ -109,6 +109,7 @@ def _workdir(args: argparse.Namespace) -> Path:
 
 
 def _worker(args: argparse.Namespace, settings, threads: int) -> dict:
+    from ..blocks_eval.nsga2 import run_nsga2
     from ..blocks_eval.study import open_storage
     from ..blocks_eval.sweep import WorkerOptions, run_sweep
 
@@ -116,11 +117,7 @@ def _worker(args: argparse.Namespace, settings, threads: int) -> dict:
     storage = open_storage(args.storage, heartbeat_s=args.heartbeat)
     options = WorkerOptions(_workdir(args), threads=threads, device=args.device, max_trials=args.max_trials,
                             poll_s=min(5.0, args.heartbeat), progress_bar=sys.stderr.isatty() or args.workers == 1)
-    return run_sweep(storage, args.study, settings, options)
-
-
-def _spawned_worker(args: argparse.Namespace, settings, threads: int) -> None:
-    _worker(args, settings, threads)
+    return (run_nsga2 if args.sampler == "nsga2" else run_sweep)(storage, args.study, settings, options)
 
 
 def run_sweep(args: argparse.Namespace) -> int:
@@ -147,7 +144,7 @@ def run_sweep(args: argparse.Namespace) -> int:
         if merged.sampler == "random":
             plan(study, merged)
         ctx = mp.get_context("spawn")
-        procs = [ctx.Process(target=_spawned_worker, args=(args, settings, threads)) for _ in range(args.workers)]
+        procs = [ctx.Process(target=_worker, args=(args, settings, threads)) for _ in range(args.workers)]
         for p in procs:
             p.start()
         for p in procs:
