@@ -104,3 +104,23 @@ def test_transform_and_bad_split():
     assert ds[0][0].item() == int(ds.images[0].astype(np.int64).sum())
     with pytest.raises(ValueError, match="split must be"):
         FashionMNIST("val", file=SUBSET)
+
+
+def test_bundled_data_scaled_to_224_rgb_matches_the_pil_pipeline():
+    """The training loader's up-sampled batches are what the recorded spec's torchvision pipeline makes of the same
+    images (the path eval, export and INT8 calibration take), so a model trained at 224 px sees one input."""
+    from ghostnets.data.in_memory import InMemoryLoader
+    from ghostnets.data.transforms import FASHION_MNIST_INPUT, fashion_mnist_input
+
+    spec = fashion_mnist_input(224, 3)
+    assert (spec.size, spec.resize, spec.pad, spec.channels) == (224, 196, 14, 3)  # 32 -> 224 is x7: 28 -> 196
+    assert fashion_mnist_input() is FASHION_MNIST_INPUT
+    test = FashionMNIST("test", file=SUBSET)
+    x, y = test.as_tensors()
+    batch, targets = next(iter(InMemoryLoader(x[:4], y[:4], spec, batch_size=4, train=False)))
+    reference = torch.stack([spec.transform()(test[i][0]) for i in range(4)])
+    assert batch.shape == reference.shape == (4, 3, 224, 224) and torch.equal(targets, y[:4])
+    assert (batch - reference).abs().max() < 0.02  # PIL rounds to uint8 after resizing: ~1/255 / std
+    for size, channels in ((40, 1), (16, 1), (64, 2)):
+        with pytest.raises(ValueError, match="multiple of 16|1 \\(grayscale\\) or 3"):
+            fashion_mnist_input(size, channels)

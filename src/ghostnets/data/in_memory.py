@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import torch
+import torch.nn.functional as F
 
 from .batches import GlobalBatchSampler, epoch_generator, shard_for_eval
 from .transforms import InputSpec, normalize
@@ -30,7 +31,9 @@ class InMemoryLoader:
     """Training batches ``(images, targets)`` of one process, for images held as a float (N, C, h, w) tensor in [0, 1].
 
     ``train=True``: random placement inside ``spec.size`` (up to ``2*spec.pad`` pixels each way) and horizontal
-    flips with probability ``hflip``; ``train=False``: centred, every image once (sharded over processes).
+    flips with probability ``hflip``; ``train=False``: centred, every image once (sharded over processes). Images
+    smaller than the spec's crop (``size - 2*pad``) are up-sampled bilinearly to it, as the spec's PIL pipeline does,
+    and grayscale images are repeated to ``spec.channels``.
     """
 
     def __init__(self, images: torch.Tensor, targets: torch.Tensor, spec: InputSpec, *, batch_size: int,
@@ -55,7 +58,13 @@ class InMemoryLoader:
         return len(self.sampler) if self.sampler is not None else self.steps_per_epoch()
 
     def _batch(self, index: torch.Tensor, top: torch.Tensor, left: torch.Tensor, flip: torch.Tensor):
-        images = place(self.images[index], self.spec.size, top[index], left[index])
+        images = self.images[index]
+        side = self.spec.size - 2 * self.spec.pad
+        if images.shape[-1] != side:  # a canvas larger than the images' own (fashion_mnist_input): up-sample first
+            images = F.interpolate(images, size=(side, side), mode="bilinear", align_corners=False).clamp_(0, 1)
+        if images.shape[1] != self.spec.channels:  # grayscale as identical channels (the spec's RGB input)
+            images = images.expand(-1, self.spec.channels, -1, -1)
+        images = place(images, self.spec.size, top[index], left[index])
         if flip is not None and flip[index].any():
             rows = flip[index]
             images[rows] = images[rows].flip(-1)

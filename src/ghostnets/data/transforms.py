@@ -92,6 +92,21 @@ FASHION_MNIST_INPUT = InputSpec(channels=1, size=32, resize=28, pad=2, interpola
 model takes; the stem stays as published)."""
 
 
+def fashion_mnist_input(size: int = 32, channels: int = 1) -> InputSpec:
+    """The bundled dataset's input at ``size`` pixels: the 32x32 canvas of :data:`FASHION_MNIST_INPUT` scaled by
+    ``size / 32`` (the 28x28 image up-sampled bilinearly to ``7 * size / 8``, centred with ``size / 16`` pixels of
+    zeros each side), as ``channels`` identical channels (3: the RGB input an ImageNet-shaped model takes at 224 px).
+    """
+    if isinstance(size, bool) or not isinstance(size, int) or size < 32 or size % 16:
+        raise ValueError(f"the bundled Fashion-MNIST scales to a multiple of 16 pixels from 32 (e.g. 32, 64, 224), "
+                         f"got {size!r}")
+    if channels not in (1, 3):
+        raise ValueError(f"the bundled Fashion-MNIST comes as 1 (grayscale) or 3 (RGB) channels, got {channels!r}")
+    if size == 32 and channels == 1:
+        return FASHION_MNIST_INPUT
+    return replace(FASHION_MNIST_INPUT, size=size, resize=7 * size // 8, pad=size // 16).with_channels(channels)
+
+
 def rgb_to_bgr(images: torch.Tensor) -> torch.Tensor:
     """Reverse the channel axis of a (C, H, W) or (N, C, H, W) colour tensor (RGB <-> BGR)."""
     return images.flip(-3)

@@ -65,6 +65,10 @@ class TrainConfig:
     ori_loss_weight: float = 1.0  # weight of the label loss (cross-entropy / soft-target CE under mixup)
     # augmentation (ImageFolder data; the bundled dataset uses random placement and flips)
     img_size: int = 224
+    # the bundled Fashion-MNIST (data: None or a .npz): its 32x32 canvas scaled to bundled_size pixels (a multiple of
+    # 16: 224 trains an ImageNet-shaped model) as bundled_channels identical channels (1 or 3)
+    bundled_size: int = 32
+    bundled_channels: int = 1
     hflip: float = 0.5
     color_jitter: float = 0.4
     auto_augment: str | None = None

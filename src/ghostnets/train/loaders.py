@@ -14,7 +14,7 @@ from ..data.batches import GlobalBatchSampler, shard_for_eval
 from ..data.fashion_mnist import CLASS_NAMES, FashionMNIST
 from ..data.image_folder import DatasetError, collate_skipping, image_folder_split, image_folders
 from ..data.in_memory import InMemoryLoader
-from ..data.transforms import FASHION_MNIST_INPUT, InputSpec, rgb_to_bgr
+from ..data.transforms import InputSpec, fashion_mnist_input, rgb_to_bgr
 from .config import TrainConfig
 from .distributed import Distributed
 
@@ -61,7 +61,11 @@ def _in_memory(file: Path | None, config: TrainConfig, context: Distributed) -> 
     train, test = FashionMNIST("train", file=file), FashionMNIST("test", file=file)
     if len(train) == 0 or len(test) == 0:
         raise DatasetError(f"{file} holds {len(train)} training and {len(test)} test images; both must be non-empty")
-    spec, eval_batch = FASHION_MNIST_INPUT, max(256, config.batch_size // context.world_size)
+    try:
+        spec = fashion_mnist_input(config.bundled_size, config.bundled_channels)
+    except ValueError as e:
+        raise DatasetError(f"{e} (recipe fields bundled_size / bundled_channels)") from None
+    eval_batch = max(256, config.batch_size // context.world_size)
     train_x, train_y = train.as_tensors()
     test_x, test_y = test.as_tensors()
     common = dict(seed=config.seed, rank=context.rank, world_size=context.world_size)
@@ -71,7 +75,9 @@ def _in_memory(file: Path | None, config: TrainConfig, context: Distributed) -> 
     where = file or "the bundled Fashion-MNIST cache"
     return RunData(_Batches(train_loader), _Batches(eval_loader), list(CLASS_NAMES), spec,
                    f"Fashion-MNIST from {where}: {len(train)} training / {len(test)} test images, 10 classes, "
-                   "28x28 grayscale placed in a 32x32 canvas")
+                   f"28x28 grayscale placed in a 32x32 canvas" + (
+                       f", scaled to {spec.size} px as {spec.channels} channel(s)" if spec.size != 32 or
+                       spec.channels != 1 else ""))
 
 
 def _image_folder(root: Path, config: TrainConfig, context: Distributed) -> RunData:
@@ -118,11 +124,20 @@ def build_data(config: TrainConfig, context: Distributed) -> RunData:
     return _image_folder(path, config, context)
 
 
+def _is_bundled_input(spec: InputSpec) -> bool:
+    try:
+        return spec == fashion_mnist_input(spec.size, spec.channels)
+    except ValueError:
+        return False
+
+
 def evaluation_data(data: str | None, spec: InputSpec | None, batch_size: int, workers: int,
                     context: Distributed) -> tuple[_Batches, list[str]]:
     """The held-out split alone (for ``ghostnets eval``): Fashion-MNIST's test split or ``DIR/val``."""
     config = TrainConfig(data=data, batch_size=batch_size, workers=workers)
     if data is None or Path(data).suffix == ".npz":
+        if spec is not None and _is_bundled_input(spec):  # a model trained on the bundled data, at any scale
+            config.bundled_size, config.bundled_channels = spec.size, spec.channels
         run = _in_memory(Path(data) if data else None, config, context)
         return run.eval, run.class_names
     split = Path(data) / "val"
