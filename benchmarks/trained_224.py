@@ -3,7 +3,8 @@
 No ImageNet weights can be fetched on this machine, and INT8 agreement on random weights proves nothing either way,
 so each model is trained from scratch on 600 training images per class of Fashion-MNIST scaled to 224 px RGB
 (``bundled_size=224 bundled_channels=3``: the 28x28 image up-sampled to 196 px in a 224 canvas, identical RGB
-channels), with the quick recipe at batch 64 for a few epochs, BatchNorm statistics recomputed over 2,048 training
+channels), with the quick recipe at batch 64 (two steps of 32 accumulated: GhostNetV2 at 64 overflowed
+24 GiB) for a few epochs, BatchNorm statistics recomputed over 2,048 training
 images before each evaluation (precise BN: two epochs leave the running averages behind the weights); the test
 split's first 200 images per class are held out. A finished run is reused (delete ``runs/int8-224/NAME`` to
 retrain).
@@ -13,7 +14,7 @@ retrain).
 Equivalent command per model (what this runs):
 
     ghostnets train --model NAME --recipe quick --data runs/int8-224/fashion_mnist_600_200_per_class.npz \
-        --out runs/int8-224/NAME bundled_size=224 bundled_channels=3 batch_size=64 epochs=2 workers=0 \
+        --out runs/int8-224/NAME bundled_size=224 bundled_channels=3 batch_size=64 accum_steps=2 epochs=2 workers=0 \
         precise_bn_images=2048
 """
 
@@ -45,7 +46,7 @@ def checkpoint(name: str) -> Path:
 def train_at_224(name: str, epochs: int = 2, threads: int = 2) -> dict:
     """Train ``name`` at 224 px (or reuse the finished run) and return its summary."""
     cfg = update_config(load_recipe("quick"), {
-        "model": name, "data": str(data_file()), "bundled_size": 224, "bundled_channels": 3, "batch_size": 64,
+        "model": name, "data": str(data_file()), "bundled_size": 224, "bundled_channels": 3, "batch_size": 64, "accum_steps": 2,
         "epochs": epochs, "workers": 0, "threads": threads, "precise_bn_images": 2048}, "trained_224")
     return run_training(cfg, RUNS / name)
 

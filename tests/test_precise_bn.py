@@ -21,3 +21,24 @@ def test_running_statistics_are_the_average_over_the_images():
     torch.testing.assert_close(bn.running_mean, used.mean((0, 2, 3)))
     unbiased = [b.var((0, 2, 3), unbiased=True) for b, _, _ in batches[:2]]  # BN keeps each batch's unbiased var
     torch.testing.assert_close(bn.running_var, sum(unbiased) / 2)
+
+
+def test_evaluation_builds_no_autograd_graph():
+    """Evaluation without autograd: a graph kept every activation of a 256-image batch alive (24 GiB for GhostNetV2 at
+    224 px, killed by the kernel) and cannot change the figures."""
+    from ghostnets.train.engine import evaluate
+
+    seen = []
+
+    class Probe(nn.Linear):
+        def forward(self, x):
+            out = super().forward(x)
+            seen.append((torch.is_grad_enabled(), out.requires_grad))
+            return out
+
+    model = Probe(4, 3)
+    x, y = torch.randn(6, 4), torch.tensor([0, 1, 2, 0, 1, 2])
+    result = evaluate(model, [(x, y, 0)], Distributed())
+    assert seen == [(False, False)]
+    right = (model(x).argmax(1) == y).sum().item()
+    assert result["images"] == 6 and abs(result["top1"] - 100 * right / 6) < 1e-9
