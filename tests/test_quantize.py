@@ -232,3 +232,35 @@ def test_export_command_int8_end_to_end(bundled, capsys):
     assert "pass --format" in capsys.readouterr().err
     assert main(["export", "--checkpoint", str(checkpoint), "--out", str(bundled / "y.onnx"), "--threads", "2"]) == 2
     assert "go with --int8" in capsys.readouterr().err
+
+
+def _outlier_net() -> torch.nn.Module:
+    """A net int8 cannot run whole: one channel of conv1's output is ~3000x the others, so one per-tensor activation
+    range for conv2's input rounds every other channel to zero, and the classifier reads those."""
+    conv1, conv2 = torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.Conv2d(8, 16, 1)
+    head = torch.nn.Linear(16, 10)
+    with torch.no_grad():
+        conv1.weight[0] *= 3000
+        conv2.weight[:, 0] *= 1e-4
+        head.weight *= 100
+        head.bias.zero_()
+    return torch.nn.Sequential(conv1, torch.nn.ReLU(), conv2, torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
+                               torch.nn.Flatten(), head).eval()
+
+
+def test_accuracy_control_keeps_the_layer_int8_breaks_in_float(tmp_path):
+    model, spec = _outlier_net(), InputSpec(size=32, resize=32)
+    g = torch.Generator().manual_seed(0)
+    calib, held = torch.randn(32, 3, 32, 32, generator=g), torch.randn(48, 3, 32, 32, generator=g)
+    out = tmp_path / "m.xml"
+    report = quantize_model(model, out, spec=spec, calib=calib, held_out=held, backend="openvino",
+                            min_agreement=1.0, threads=1, runs=3)
+    figures = report.candidates["openvino"]
+    assert figures.all_int8_agreement < 0.5 and report.method == figures.method == "accuracy-control"
+    assert "/2/Conv" in report.kept_float  # conv2 reads the outlier tensor: it cannot be int8 and agree
+    compiled = openvino_core().compile_model(str(out), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    got = np.concatenate([compiled([held[i:i + 1].numpy()])[compiled.output(0)] for i in range(len(held))])
+    assert report.agreement == 1.0 and (got.argmax(1) == reference_top1(model, held)).all()  # the file, rerun
+    saved = json.loads(ov.Core().read_model(str(out)).get_rt_info(["ghostnets", "int8"]).astype(str))
+    assert saved["method"] == "accuracy-control" and saved["kept_float"] == report.kept_float
+    assert "accuracy-control" in figures.summary() and "kept in float" in report.reason

@@ -27,8 +27,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("models", nargs="*", metavar="NAME", help="registered names or patterns ('ghostnet_*'), "
                    "torchvision baselines as tv:NAME (tv:mobilenet_v2, 'tv:shufflenet*')")
     p.add_argument("--checkpoint", type=Path, help="time the model a checkpoint holds (at most one NAME)")
-    p.add_argument("--runtimes", default="eager", help="comma-separated: eager, compile, onnxruntime, openvino, "
-                   "int8, cuda, cuda-compile (the last two on a CUDA GPU; default: eager)")
+    p.add_argument("--runtimes", default="eager", help="comma-separated: eager, compile, compile-max, "
+                   "export-onnxruntime, export-openvino, onnxruntime, openvino, int8, cuda, cuda-compile (the last "
+                   "two on a CUDA GPU; default: eager)")
     p.add_argument("--batch", type=_int_list, default=[1], help="comma-separated batch sizes (default: 1)")
     p.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
                    else os.cpu_count(), help="threads of every runtime (default: the cores this process may use)")

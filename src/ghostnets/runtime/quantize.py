@@ -9,9 +9,15 @@ Two backends, both starting from the verified float32 ONNX file :func:`~ghostnet
   FakeQuantize operations, which the CPU plugin runs as int8.
 
 ``auto`` builds both, measures their batch-1 latency and their top-1 agreement with float32 on held-out images, and
-keeps the faster of those that agree on at least 99 %. A backend that falls short is retried with its depthwise
-convolutions left in float (GhostNet's cheap operations and downsampling shortcuts are depthwise; per-channel ranges
-of depthwise filters are where post-training int8 loses most), and the report names the layers kept in float.
+keeps the faster of those that agree on at least 99 %. A backend that falls short is retried accuracy-aware, keeping
+as few layers in float as the bar allows, and the report and the file's metadata name them:
+
+* OpenVINO: NNCF's ``quantize_with_accuracy_control`` with top-1 agreement with float32 as the metric (float32
+  scores 1, so ``max_drop = 1 - min_agreement``): it ranks the quantizer groups by how much reverting each to float
+  restores the metric and reverts the worst until the bar holds (NNCF docs, "Quantization with accuracy control");
+* onnxruntime: the layers that ranking kept in float (the OpenVINO model keeps the ONNX node names) are excluded from
+  quantization; without them (OpenVINO not installed), its depthwise convolutions (GhostNet's cheap operations and
+  downsampling shortcuts: per-channel ranges of depthwise filters are where post-training int8 loses most).
 
 Written atomically (temporary files beside ``out``, then a rename; the ``.bin`` before the ``.xml`` that names it):
 a failed quantization leaves nothing behind; ``overwrite=False`` refuses an existing file before any work.
@@ -64,12 +70,13 @@ class BackendFigures:
     kept_float: list[str] = field(default_factory=list)
     all_int8_agreement: float | None = None
     error: str | None = None
+    method: str = "ptq"  # "ptq": all int8; "accuracy-control" / "sensitivity" / "depthwise-float": a retry
 
     def summary(self) -> str:
         if self.error:
             return f"{self.backend}: failed ({self.error})"
-        retried = f" (all-int8 {self.all_int8_agreement:.1%}, {len(self.kept_float)} layers kept in float)" \
-            if self.all_int8_agreement is not None else ""
+        retried = (f" (all-int8 {self.all_int8_agreement:.1%}; {self.method}: {len(self.kept_float)} layers kept in "
+                   "float)") if self.all_int8_agreement is not None else ""
         return (f"{self.backend}: agreement {self.agreement:.2%}{retried}, float32 {self.float_ms:.2f} ms, "
                 f"int8 {self.int8_ms:.2f} ms")
 
@@ -89,6 +96,7 @@ class QuantizeReport:
     files: list[Path] = field(default_factory=list)
     held_out: int = 0
     threads: int | None = None
+    method: str = "ptq"
 
     def summary(self) -> str:
         return (f"int8 {self.backend} {self.path}: top-1 agreement with float32 {self.agreement:.2%} on "
@@ -132,9 +140,11 @@ def _latencies(runners: dict[str, Callable[[np.ndarray], object]], x: np.ndarray
     return {name: statistics.median(t) for name, t in times.items()}
 
 
-def _int8_metadata(meta: dict[str, str], backend: str, calib: int, kept_float: list[str]) -> dict[str, str]:
+def _int8_metadata(meta: dict[str, str], backend: str, calib: int, kept_float: list[str],
+                   method: str = "ptq") -> dict[str, str]:
     return {**meta, "ghostnets.precision": "int8",
-            "ghostnets.int8": json.dumps({"backend": backend, "calibration_images": calib, "kept_float": kept_float})}
+            "ghostnets.int8": json.dumps({"backend": backend, "method": method, "calibration_images": calib,
+                                          "kept_float": kept_float})}
 
 
 # --- onnxruntime -------------------------------------------------------------------------------------------------
@@ -198,17 +208,6 @@ def _ort_write_metadata(path: Path, meta: dict[str, str]) -> None:
 # --- OpenVINO + NNCF ---------------------------------------------------------------------------------------------
 
 
-def _ov_depthwise(model) -> list[str]:
-    """Friendly names of the depthwise GroupConvolution nodes (weight (G, out / G, 1, kh, kw)) of an OpenVINO model."""
-    names = []
-    for op in model.get_ordered_ops():
-        if op.get_type_name() == "GroupConvolution":
-            shape = op.input_value(1).get_partial_shape()
-            if shape.rank.get_length() == 5 and shape[2].is_static and shape[2].get_length() == 1:
-                names.append(op.get_friendly_name())
-    return names
-
-
 @contextlib.contextmanager
 def _quiet_nncf():
     """NNCF at INFO prints its progress bars to stdout, and its lazy import of torch's C++ extension tools logs that
@@ -250,6 +249,50 @@ def _ov_quantize(float_onnx: Path, calib: np.ndarray, dynamic_batch: bool, ignor
         nncf.set_log_level(previous)
 
 
+def _ov_float_layers(model) -> list[str]:
+    """Convolutions and MatMuls of an NNCF-quantized OpenVINO model whose input is not a FakeQuantize output: the
+    layers left in float (friendly names, the ONNX node names, without OpenVINO's ``/WithoutBiases`` suffix)."""
+    kinds = ("Convolution", "GroupConvolution", "MatMul")
+    kept = []
+    for op in model.get_ordered_ops():
+        if op.get_type_name() in kinds and op.input_value(0).get_node().get_type_name() != "FakeQuantize":
+            kept.append(op.get_friendly_name().removesuffix("/WithoutBiases"))
+    return kept
+
+
+def _ov_accuracy_control(float_onnx: Path, calib: np.ndarray, held: np.ndarray, reference: np.ndarray,
+                         dynamic_batch: bool, min_agreement: float):
+    """NNCF ``quantize_with_accuracy_control``: top-1 agreement with float32's ``reference`` on ``held`` is the
+    metric (float32 scores 1.0), ``max_drop = 1 - min_agreement`` absolute; returns the model and its float layers."""
+    import openvino as ov
+
+    nncf = _import_nncf()
+    from nncf.common.logging.logger import nncf_logger
+
+    model = ov.convert_model(str(float_onnx))
+    step = 16 if dynamic_batch else 1
+    items = [(held[i:i + step], reference[i:i + step]) for i in range(0, len(held), step)]
+
+    def agreement(compiled, data) -> tuple[float, list[float]]:
+        output = compiled.output(0)
+        hits = []
+        for x, ref in data:
+            hits += (compiled(x)[output].argmax(1) == ref).astype(float).tolist()
+        return float(np.mean(hits)), hits
+
+    previous = nncf_logger.level
+    nncf.set_log_level(logging.ERROR)
+    try:
+        with _quiet_nncf():
+            quantized = nncf.quantize_with_accuracy_control(
+                model, nncf.Dataset(_batches(calib, dynamic_batch)), nncf.Dataset(items, lambda item: item[0]),
+                agreement, max_drop=max(0.0, 1.0 - min_agreement), drop_type=nncf.DropType.ABSOLUTE,
+                preset=nncf.QuantizationPreset.MIXED, subset_size=len(calib) // step or 1)
+    finally:
+        nncf.set_log_level(previous)
+    return quantized, _ov_float_layers(quantized)
+
+
 # --- the candidates ----------------------------------------------------------------------------------------------
 
 
@@ -262,51 +305,61 @@ class _Candidate:
 
 
 def _build(backend: str, float_onnx: Path, work: Path, calib: np.ndarray, held: np.ndarray, reference: np.ndarray,
-           dynamic_batch: bool, threads: int | None, meta: dict[str, str], min_agreement: float) -> _Candidate:
+           dynamic_batch: bool, threads: int | None, meta: dict[str, str], min_agreement: float,
+           sensitive: list[str] | None = None) -> _Candidate:
+    """One backend's int8 file: all-int8 first; below ``min_agreement`` (when it is above 0) retried accuracy-aware
+    (OpenVINO: NNCF's accuracy control; onnxruntime: ``sensitive``, the layers that kept OpenVINO's model at the bar,
+    or else its depthwise convolutions, excluded from quantization)."""
     figures = BackendFigures(backend)
 
     def agreement(run) -> float:
         return float((_top1(run, held, dynamic_batch) == reference).mean())
 
+    def retried(method: str, kept: list[str]) -> None:
+        figures.all_int8_agreement, figures.method, figures.kept_float = figures.agreement, method, kept
+
     if backend == "onnxruntime":
-        def attempt(exclude: list[str]) -> tuple[Path, Callable]:
+        def attempt(exclude: list[str], method: str) -> tuple[Path, Callable]:
             path = _ort_quantize(float_onnx, work, calib, dynamic_batch, exclude)
-            _ort_write_metadata(path, _int8_metadata(meta, backend, len(calib), exclude))
+            _ort_write_metadata(path, _int8_metadata(meta, backend, len(calib), exclude, method))
             return path, onnx_runner(path, threads, stop_spinning=True)
 
-        path, run = attempt([])
+        path, run = attempt([], "ptq")
         figures.agreement = agreement(run)
-        if figures.agreement < min_agreement:
-            depthwise = _ort_depthwise(work / "ort-prepared.onnx")
-            if depthwise:
-                figures.all_int8_agreement, figures.kept_float = figures.agreement, depthwise
-                path, run = attempt(depthwise)
+        if min_agreement > 0 and figures.agreement < min_agreement:
+            nodes = set(_ort_nodes(work / "ort-prepared.onnx"))
+            exclude, method = ([n for n in sensitive if n in nodes], "sensitivity") if sensitive else ([], "")
+            if not exclude:
+                exclude, method = _ort_depthwise(work / "ort-prepared.onnx"), "depthwise-float"
+            if exclude:
+                retried(method, exclude)
+                path, run = attempt(exclude, method)
                 figures.agreement = agreement(run)
         return _Candidate(figures, [path], onnx_runner(float_onnx, threads, stop_spinning=True), run)
 
     import openvino as ov
 
-    float_model = ov.convert_model(str(float_onnx))
-
-    def attempt_ov(ignore: list[str]) -> tuple[list[Path], Callable]:
-        model = _ov_quantize(float_onnx, calib, dynamic_batch, ignore)
-        kept = [name.removesuffix("/WithoutBiases") for name in ignore]
-        for key, value in _int8_metadata(meta, backend, len(calib), kept).items():
+    def save(model, kept: list[str], method: str, tag: str) -> tuple[list[Path], Callable]:
+        for key, value in _int8_metadata(meta, backend, len(calib), kept, method).items():
             model.set_rt_info(value, ["ghostnets", key.removeprefix("ghostnets.")])
-        xml = work / f"ov-int8{'-dwfloat' if ignore else ''}.xml"
+        xml = work / f"ov-int8{tag}.xml"
         ov.save_model(model, str(xml), compress_to_fp16=False)
         return [xml, xml.with_suffix(".bin")], openvino_runner(xml, threads=threads)
 
-    files, run = attempt_ov([])
+    files, run = save(_ov_quantize(float_onnx, calib, dynamic_batch, []), [], "ptq", "")
     figures.agreement = agreement(run)
-    if figures.agreement < min_agreement:
-        depthwise = _ov_depthwise(float_model)
-        if depthwise:
-            figures.all_int8_agreement = figures.agreement
-            figures.kept_float = [name.removesuffix("/WithoutBiases") for name in depthwise]
-            files, run = attempt_ov(depthwise)
-            figures.agreement = agreement(run)
-    return _Candidate(figures, files, openvino_runner(float_model, threads=threads), run)
+    if min_agreement > 0 and figures.agreement < min_agreement:
+        model, kept = _ov_accuracy_control(float_onnx, calib, held, reference, dynamic_batch, min_agreement)
+        retried("accuracy-control", kept)
+        files, run = save(model, kept, "accuracy-control", "-ac")
+        figures.agreement = agreement(run)
+    return _Candidate(figures, files, openvino_runner(ov.convert_model(str(float_onnx)), threads=threads), run)
+
+
+def _ort_nodes(path: Path) -> list[str]:
+    import onnx
+
+    return [node.name for node in onnx.load(str(path)).graph.node]
 
 
 def _choose(candidates: dict[str, _Candidate], asked: str, min_agreement: float, held: int,
@@ -320,7 +373,7 @@ def _choose(candidates: dict[str, _Candidate], asked: str, min_agreement: float,
                             f"({shown}); nothing was written (min_agreement, --min-agreement: the bar to accept)")
     best = min(passing, key=lambda b: passing[b].int8_ms)
     mine = passing[best]
-    kept = f" with {len(mine.kept_float)} depthwise layers kept in float" if mine.kept_float else ""
+    kept = f" with {len(mine.kept_float)} layers kept in float ({mine.method})" if mine.kept_float else ""
     if asked != "auto":
         return best, (f"{best} as asked: it agrees with float32 on {mine.agreement:.1%} of {held} held-out images"
                       f"{kept} and runs in {mine.int8_ms:.2f} ms ({on}) against {mine.float_ms:.2f} ms in float32")
@@ -363,7 +416,7 @@ def quantize_model(model: nn.Module, out: str | Path, *, spec: InputSpec | None 
     if backend == "auto" and out.suffix not in ("", *BACKENDS.values()):
         raise QuantizeError(f"--int8-backend auto writes a .onnx or an .xml file (whichever backend wins), got "
                             f"{out.name}")
-    tried = list(BACKENDS) if backend == "auto" else [backend]
+    tried = ["openvino", "onnxruntime"] if backend == "auto" else [backend]  # OpenVINO's ranking informs ORT
     targets = {b: [out.with_suffix(BACKENDS[b])] + ([out.with_suffix(".bin")] if b == "openvino" else [])
                for b in tried}
     existing = [p for paths in targets.values() for p in paths if p.exists()]
@@ -399,8 +452,11 @@ def quantize_model(model: nn.Module, out: str | Path, *, spec: InputSpec | None 
             try:
                 if backend == "auto":
                     _require(name)
+                ov = candidates.get("openvino")
+                sensitive = ov.figures.kept_float if ov is not None and ov.figures.method == "accuracy-control" \
+                    else None
                 candidates[name] = _build(name, float_onnx, work, calib_x, held_x, reference, dynamic_batch, threads,
-                                          meta, min_agreement)
+                                          meta, min_agreement, sensitive)
             except Exception as e:
                 if backend != "auto":
                     if isinstance(e, ExportError):
@@ -428,4 +484,5 @@ def quantize_model(model: nn.Module, out: str | Path, *, spec: InputSpec | None 
     figures = chosen.figures
     return QuantizeReport(final[0], winner, figures.agreement, figures.float_ms, figures.int8_ms,
                           list(figures.kept_float), reason, {b: c.figures for b, c in candidates.items()},
-                          files=[p for p in final if p.exists()], held_out=len(held_x), threads=threads)
+                          files=[p for p in final if p.exists()], held_out=len(held_x), threads=threads,
+                          method=figures.method)

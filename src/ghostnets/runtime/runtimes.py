@@ -3,7 +3,10 @@
 Each runtime turns a deploy-form model into a callable on a float32 NCHW numpy batch that returns the logits as numpy:
 
 - ``eager``: the PyTorch module under ``torch.inference_mode``;
-- ``compile``: ``torch.compile`` of it (default mode, static shapes; it compiles on the first call);
+- ``compile``: ``torch.compile`` of it (inductor, static shapes, freezing: weights as constants, pre-packed; compiled
+  at load); ``compile-max``: the same in ``max-autotune`` mode (:mod:`.compiled`);
+- ``export-onnxruntime`` / ``export-openvino``: ``torch.export`` of it for the batch shape, then the dynamo ONNX
+  exporter and ONNX Runtime, or OpenVINO's PyTorch frontend (each checked against eager at load);
 - ``onnxruntime``: the verified ONNX export, ``InferenceSession`` with ``intra_op_num_threads``, sequential execution
   and every graph optimisation;
 - ``openvino``: the verified OpenVINO IR, compiled for a static batch with ``INFERENCE_NUM_THREADS``, the ``LATENCY``
@@ -79,9 +82,21 @@ def _load_eager(model: nn.Module, shape, threads: int) -> RunFn:
     return _torch_fn(model.eval())
 
 
-def _load_compile(model: nn.Module, shape, threads: int) -> RunFn:
+def _load_compile(model: nn.Module, shape, threads: int, mode: str | None = None) -> RunFn:
+    from .compiled import compiled_runner
+
     torch.set_num_threads(threads)  # inductor's kernels take the thread count in force when they compile
-    return _torch_fn(torch.compile(model.eval(), dynamic=False))
+    return compiled_runner(model, tuple(shape), mode=mode)
+
+
+def _load_exported(runtime: str):
+    def load(model: nn.Module, shape, threads: int) -> RunFn:
+        from .compiled import exported_runner
+
+        torch.set_num_threads(threads)
+        return exported_runner(model, tuple(shape), runtime, threads=threads)
+
+    return load
 
 
 # -------------------------------------------------------------------------------------------- GPU runtimes
@@ -221,8 +236,14 @@ def _load_int8(path: Path, shape, threads: int) -> RunFn:
 RUNTIMES: dict[str, Runtime] = {r.name: r for r in (
     Runtime("eager", "PyTorch eager, deploy form, torch.inference_mode", ("torch",),
             lambda m, size, ctx: m, _load_eager),
-    Runtime("compile", "torch.compile of the deploy form (default mode)", ("torch",),
+    Runtime("compile", "torch.compile of the deploy form (inductor, freezing)", ("torch",),
             lambda m, size, ctx: m, _load_compile),
+    Runtime("compile-max", "torch.compile of the deploy form (inductor, freezing, max-autotune)", ("torch",),
+            lambda m, size, ctx: m, lambda m, shape, threads: _load_compile(m, shape, threads, "max-autotune")),
+    Runtime("export-onnxruntime", "torch.export -> ONNX (dynamo exporter) -> onnxruntime CPU",
+            ("onnx", "onnxruntime", "onnxscript"), lambda m, size, ctx: m, _load_exported("onnxruntime")),
+    Runtime("export-openvino", "torch.export -> OpenVINO (its PyTorch frontend) CPU, LATENCY hint, f32",
+            ("openvino",), lambda m, size, ctx: m, _load_exported("openvino")),
     Runtime("onnxruntime", "onnxruntime CPU, sequential, all graph optimisations", ("onnx", "onnxruntime"),
             lambda m, size, ctx: _export(m, size, ctx, "onnx"), _load_onnx),
     Runtime("openvino", "OpenVINO CPU, LATENCY hint, f32", ("onnx", "openvino"),
