@@ -46,8 +46,8 @@ def checkpoint(name: str) -> Path:
 def train_at_224(name: str, epochs: int = 2, threads: int = 2) -> dict:
     """Train ``name`` at 224 px (or reuse the finished run) and return its summary."""
     cfg = update_config(load_recipe("quick"), {
-        "model": name, "data": str(data_file()), "bundled_size": 224, "bundled_channels": 3, "batch_size": 64, "accum_steps": 2,
-        "epochs": epochs, "workers": 0, "threads": threads, "precise_bn_images": 2048}, "trained_224")
+        "model": name, "data": str(data_file()), "bundled_size": 224, "bundled_channels": 3, "batch_size": 64,
+        "accum_steps": 2, "epochs": epochs, "workers": 0, "threads": threads, "precise_bn_images": 2048}, "trained_224")
     return run_training(cfg, RUNS / name)
 
 
