@@ -47,8 +47,8 @@ def test_pareto_front_of_a_hand_made_set():
 
 
 def test_unknown_and_unavailable_runtimes_are_named(monkeypatch, capsys):
-    with pytest.raises(RuntimeUnavailableError, match="unknown runtime 'tensorrt'.*eager, compile, onnxruntime, "
-                       "openvino, int8"):
+    with pytest.raises(RuntimeUnavailableError, match="unknown runtime 'tensorrt'.*eager, compile, compile-max, "
+                       "export-onnxruntime, export-openvino, onnxruntime, openvino, int8"):
         check_runtimes(["eager", "tensorrt"])
     real = latency.importlib.util.find_spec
     monkeypatch.setattr(latency.importlib.util, "find_spec", lambda name: None if name == "openvino" else real(name))
