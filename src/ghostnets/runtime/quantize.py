@@ -369,7 +369,7 @@ def _choose(candidates: dict[str, _Candidate], asked: str, min_agreement: float,
     on = f"batch 1, {threads} thread{'s' if threads != 1 else ''}" if threads else "batch 1"
     if not passing:
         shown = "; ".join(c.figures.summary() for c in candidates.values())
-        raise QuantizeError(f"no int8 model agrees with float32 on {min_agreement:.0%} of the {held} held-out images "
+        raise QuantizeError(f"no int8 model agrees with float32 on {min_agreement:.1%} of the {held} held-out images "
                             f"({shown}); nothing was written (min_agreement, --min-agreement: the bar to accept)")
     best = min(passing, key=lambda b: passing[b].int8_ms)
     mine = passing[best]
@@ -385,7 +385,7 @@ def _choose(candidates: dict[str, _Candidate], asked: str, min_agreement: float,
         why = f"{other.backend} could not be built ({other.error})"
     elif other.backend not in passing:
         why = (f"{other.backend} agrees with float32 on only {other.agreement:.1%} of the held-out images "
-               f"(needed {min_agreement:.0%})")
+               f"(needed {min_agreement:.1%})")
     else:
         why = f"{best} runs in {mine.int8_ms:.2f} ms against {other.backend}'s {other.int8_ms:.2f} ms ({on})"
     return best, (f"{best} was kept because {why}; it agrees with float32 on {mine.agreement:.1%} of {held} "
