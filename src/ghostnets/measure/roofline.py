@@ -458,7 +458,7 @@ def roofline(model: nn.Module, input_size: int | tuple[int, int] = (224, 224), *
     measured time beside its roofline bound under ``limits`` (default: :meth:`MachineLimits.measure` at
     ``threads``). The exported file lives in a temporary folder, removed at the end."""
     from ..record import in_chans_of, model_name
-    from ..runtime.runtimes import RuntimeContext, _export, deploy_form
+    from ..runtime.runtimes import RuntimeContext, deploy_form, export_for_runtime
     from ..runtime.sessions import RuntimeUnavailableError, require
 
 
@@ -479,7 +479,8 @@ def roofline(model: nn.Module, input_size: int | tuple[int, int] = (224, 224), *
     floor = limits.bound_ms(profile.madds, activation_bytes(deployed, size, in_chans, batch))
     x = np.random.default_rng(0).standard_normal((batch, in_chans, *size)).astype(np.float32)
     with tempfile.TemporaryDirectory(prefix="ghostnets-roofline-") as tmp:
-        path = _export(deployed, size, RuntimeContext(Path(tmp)), "openvino" if runtime == "openvino" else "onnx")
+        fmt = "openvino" if runtime == "openvino" else "onnx"
+        path = export_for_runtime(deployed, size, RuntimeContext(Path(tmp)), fmt)
         graph = _Graph.from_openvino(path) if runtime == "openvino" else _Graph.from_onnx(path)
         nodes, end_to_end = _profile(path, runtime, x, threads, runs, warmup, Path(tmp))
     layers, kind_measured = attribute(bounds, nodes, graph, {n for n, _ in deployed.named_modules()})

@@ -189,7 +189,7 @@ def _spec(model: nn.Module) -> InputSpec:
     return record_of(model).input or InputSpec().with_channels(in_chans_of(model))
 
 
-def _export(model: nn.Module, input_size: tuple[int, int], ctx: RuntimeContext, fmt: str) -> Path:
+def export_for_runtime(model: nn.Module, input_size: tuple[int, int], ctx: RuntimeContext, fmt: str) -> Path:
     """The verified ``.onnx`` / ``.xml`` of ``model`` in ``ctx.workdir`` (dynamic batch), made once per model."""
     from .export import export_model
 
@@ -245,9 +245,9 @@ RUNTIMES: dict[str, Runtime] = {r.name: r for r in (
     Runtime("export-openvino", "torch.export -> OpenVINO (its PyTorch frontend) CPU, LATENCY hint, f32",
             ("openvino",), lambda m, size, ctx: m, _load_exported("openvino")),
     Runtime("onnxruntime", "onnxruntime CPU, sequential, all graph optimisations", ("onnx", "onnxruntime"),
-            lambda m, size, ctx: _export(m, size, ctx, "onnx"), _load_onnx),
+            lambda m, size, ctx: export_for_runtime(m, size, ctx, "onnx"), _load_onnx),
     Runtime("openvino", "OpenVINO CPU, LATENCY hint, f32", ("onnx", "openvino"),
-            lambda m, size, ctx: _export(m, size, ctx, "openvino"), _load_openvino),
+            lambda m, size, ctx: export_for_runtime(m, size, ctx, "openvino"), _load_openvino),
     Runtime("int8", "INT8 quantized (quantize_model, backend auto)", ("onnx", "onnxruntime"),
             _prepare_int8, _load_int8),
     Runtime("cuda", "PyTorch eager on a CUDA GPU, deploy form, input resident on the device", ("torch",),
