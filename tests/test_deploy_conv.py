@@ -158,3 +158,28 @@ def test_count_madds_counts_deploy_convs_in_any_dtype():
     expected = ghostnets.count_madds(ghostnets.create_model("ghostnet_050"), 224)
     assert ghostnets.count_madds(deploy) == expected
     assert ghostnets.count_madds(deploy.to(torch.bfloat16), 224) == expected
+
+
+def test_function_modes_see_conv2d():
+    """A TorchFunctionMode (NNCF's quantizer hooks are one) must see every deploy conv as a conv2d call: the packed
+    path would hide it (NNCF then quantized no conv weights of a deploy model)."""
+    from torch.overrides import TorchFunctionMode
+
+    class Calls(TorchFunctionMode):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv2d = 0
+
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            self.conv2d += func is F.conv2d
+            return func(*args, **(kwargs or {}))
+
+    model = ghostnets.create_model("ghostnet_050", num_classes=10, deploy=True).eval()
+    deploy_convs = sum(isinstance(m, DeployConv2d) for m in model.modules())
+    convs = sum(isinstance(m, torch.nn.Conv2d) for m in model.modules())  # DeployConv2d and the plain ones
+    x = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        assert _ran_packed(lambda: model(x))  # outside a mode the fast path runs
+        with Calls() as calls:
+            assert not _ran_packed(lambda: model(x))
+    assert deploy_convs > 20 and calls.conv2d == convs

@@ -5,8 +5,8 @@ Eager ``F.conv2d`` re-lays-out the weight for oneDNN at every call; a frozen dep
 fused as a post-op) that ``torch.compile`` uses on CPU: 15-50 % less time per conv, the same results up to float
 rounding. It is an ``nn.Conv2d`` with the same ``weight``/``bias``: state dicts, hooks, export, tracing and
 autograd see a plain conv, because the fast path is taken only for float32 CPU inference with no gradient to
-record, outside autocast, tracing, compiling, export and dispatch modes such as ``FlopCounterMode``; everything
-else runs ``F.conv2d``.
+record, outside autocast, tracing, compiling, export, function modes (NNCF's quantizer hooks) and dispatch modes
+such as ``FlopCounterMode``; everything else runs ``F.conv2d``.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ except ImportError:  # pragma: no cover - older torch
         return True  # unknown: stay on the plain path
 
 
+_function_modes = getattr(torch._C, "_len_torch_function_stack", lambda: 1)  # unknown: stay on the plain path
 _PACKED_CONV = getattr(getattr(torch.ops, "mkldnn", None), "_convolution_pointwise", None)
 _AVAILABLE = _PACKED_CONV is not None and torch.backends.mkldnn.is_available()
 _local = threading.local()  # per-thread switch for plain_convolutions()
@@ -58,6 +59,9 @@ def _fast_path_allowed(x: torch.Tensor, conv: nn.Conv2d) -> bool:
     # graph capture: jit.trace (which the classic ONNX exporter uses) and dynamo (torch.compile, torch.export and
     # the dynamo ONNX exporter) must record conv2d; so must autocast and dispatch modes such as FlopCounterMode
     if torch.jit.is_tracing() or torch.compiler.is_compiling() or torch.is_autocast_enabled("cpu"):
+        return False
+    # so must function modes: NNCF runs its quantizers as hooks on the conv2d calls a TorchFunctionMode sees
+    if _function_modes() > 0:
         return False
     return _get_current_dispatch_mode() is None
 
