@@ -46,7 +46,7 @@ class ExportReport:
         return f"{self.format} {self.path}: {shown}"
 
 
-def _fsync(path: Path) -> None:
+def fsync_file(path: Path) -> None:
     with open(path, "rb+") as f:
         os.fsync(f.fileno())
 
@@ -68,7 +68,7 @@ def export_metadata(model: nn.Module, spec: InputSpec, class_names: list[str] | 
     return meta
 
 
-def _onnx_file(model: nn.Module, example: torch.Tensor, path: Path, dynamic_batch: bool, meta: dict) -> None:
+def write_onnx_file(model: nn.Module, example: torch.Tensor, path: Path, dynamic_batch: bool, meta: dict) -> None:
     onnx = _require("onnx", "onnx")
     axes = {"input": {0: "batch"}, "logits": {0: "batch"}} if dynamic_batch else None
     try:
@@ -147,11 +147,11 @@ def export_model(model: nn.Module, out: str | Path, *, format: str, spec: InputS
     temporaries = [tmp_onnx, tmp_xml, tmp_xml.with_suffix(".bin")]
     try:
         meta = export_metadata(deployed, spec, class_names)
-        _onnx_file(deployed, inputs["random"][:1], tmp_onnx, dynamic_batch, meta)
+        write_onnx_file(deployed, inputs["random"][:1], tmp_onnx, dynamic_batch, meta)
         if format == "onnx":
             _require("onnxruntime", "onnx")
             _check(deployed, onnx_runner(tmp_onnx), inputs, dynamic_batch, report)
-            _fsync(tmp_onnx)
+            fsync_file(tmp_onnx)
             os.replace(tmp_onnx, out)
         else:
             ov = _require("openvino", "openvino")
@@ -160,8 +160,8 @@ def export_model(model: nn.Module, out: str | Path, *, format: str, spec: InputS
                 ov_model.set_rt_info(value, ["ghostnets", key.removeprefix("ghostnets.")])
             ov.save_model(ov_model, str(tmp_xml), compress_to_fp16=False)
             _check(deployed, openvino_runner(tmp_xml), inputs, dynamic_batch, report)
-            _fsync(tmp_xml.with_suffix(".bin"))
-            _fsync(tmp_xml)
+            fsync_file(tmp_xml.with_suffix(".bin"))
+            fsync_file(tmp_xml)
             os.replace(tmp_xml.with_suffix(".bin"), out.with_suffix(".bin"))  # weights first; the .xml names them
             os.replace(tmp_xml, out)
     finally:

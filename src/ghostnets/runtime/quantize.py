@@ -44,7 +44,7 @@ from torch import nn
 from ..data.transforms import InputSpec
 from ..record import is_deploy, record_of
 from ..transforms import reparameterize
-from .export import ExportError, _fsync, export_metadata, export_model
+from .export import ExportError, export_metadata, export_model, fsync_file
 from .sessions import onnx_runner, openvino_runner
 from .timing import time_interleaved
 
@@ -108,7 +108,7 @@ def _require(backend: str) -> None:
     missing = []
     for module in PACKAGES[backend]:
         try:
-            _import_nncf() if module == "nncf" else __import__(module)
+            import_nncf() if module == "nncf" else __import__(module)
         except ImportError:
             missing.append(module)
     if missing:
@@ -132,7 +132,7 @@ def _top1(run: Callable[[np.ndarray], np.ndarray], x: np.ndarray, dynamic_batch:
     return np.concatenate([run(b) for b in _batches(x, dynamic_batch)]).argmax(1)
 
 
-def _latencies(runners: dict[str, Callable[[np.ndarray], object]], x: np.ndarray, runs: int) -> dict[str, float]:
+def median_latencies(runners: dict[str, Callable[[np.ndarray], object]], x: np.ndarray, runs: int) -> dict[str, float]:
     """Median batch-1 latency (ms) of each runner: the timing harness's interleaved blocks, three rounds of them, so
     load from elsewhere on the machine falls on all of them alike."""
     times = time_interleaved({name: (lambda run=run: run(x)) for name, run in runners.items()}, max(3, runs),
@@ -140,8 +140,8 @@ def _latencies(runners: dict[str, Callable[[np.ndarray], object]], x: np.ndarray
     return {name: statistics.median(t) for name, t in times.items()}
 
 
-def _int8_metadata(meta: dict[str, str], backend: str, calib: int, kept_float: list[str],
-                   method: str = "ptq") -> dict[str, str]:
+def int8_metadata(meta: dict[str, str], backend: str, calib: int, kept_float: list[str],
+                  method: str = "ptq") -> dict[str, str]:
     return {**meta, "ghostnets.precision": "int8",
             "ghostnets.int8": json.dumps({"backend": backend, "method": method, "calibration_images": calib,
                                           "kept_float": kept_float})}
@@ -209,7 +209,7 @@ def _ort_write_metadata(path: Path, meta: dict[str, str]) -> None:
 
 
 @contextlib.contextmanager
-def _quiet_nncf():
+def quiet_nncf():
     """NNCF at INFO prints its progress bars to stdout, and its lazy import of torch's C++ extension tools logs that
     there is no CUDA: neither is news to the user of a CPU export."""
     def drop(record: logging.LogRecord) -> bool:
@@ -224,8 +224,8 @@ def _quiet_nncf():
         cpp.removeFilter(drop)
 
 
-def _import_nncf():
-    with _quiet_nncf():
+def import_nncf():
+    with quiet_nncf():
         import nncf
     return nncf
 
@@ -233,7 +233,7 @@ def _import_nncf():
 def _ov_quantize(float_onnx: Path, calib: np.ndarray, dynamic_batch: bool, ignore: list[str]):
     import openvino as ov
 
-    nncf = _import_nncf()
+    nncf = import_nncf()
     from nncf.common.logging.logger import nncf_logger
 
     model = ov.convert_model(str(float_onnx))
@@ -242,7 +242,7 @@ def _ov_quantize(float_onnx: Path, calib: np.ndarray, dynamic_batch: bool, ignor
     previous = nncf_logger.level
     nncf.set_log_level(logging.ERROR)
     try:
-        with _quiet_nncf():
+        with quiet_nncf():
             return nncf.quantize(model, nncf.Dataset(batches), preset=nncf.QuantizationPreset.MIXED,
                                  subset_size=len(batches), ignored_scope=scope)
     finally:
@@ -266,7 +266,7 @@ def _ov_accuracy_control(float_onnx: Path, calib: np.ndarray, held: np.ndarray, 
     metric (float32 scores 1.0), ``max_drop = 1 - min_agreement`` absolute; returns the model and its float layers."""
     import openvino as ov
 
-    nncf = _import_nncf()
+    nncf = import_nncf()
     from nncf.common.logging.logger import nncf_logger
 
     model = ov.convert_model(str(float_onnx))
@@ -283,7 +283,7 @@ def _ov_accuracy_control(float_onnx: Path, calib: np.ndarray, held: np.ndarray, 
     previous = nncf_logger.level
     nncf.set_log_level(logging.ERROR)
     try:
-        with _quiet_nncf():
+        with quiet_nncf():
             quantized = nncf.quantize_with_accuracy_control(
                 model, nncf.Dataset(_batches(calib, dynamic_batch)), nncf.Dataset(items, lambda item: item[0]),
                 agreement, max_drop=max(0.0, 1.0 - min_agreement), drop_type=nncf.DropType.ABSOLUTE,
@@ -321,7 +321,7 @@ def _build(backend: str, float_onnx: Path, work: Path, calib: np.ndarray, held: 
     if backend == "onnxruntime":
         def attempt(exclude: list[str], method: str) -> tuple[Path, Callable]:
             path = _ort_quantize(float_onnx, work, calib, dynamic_batch, exclude)
-            _ort_write_metadata(path, _int8_metadata(meta, backend, len(calib), exclude, method))
+            _ort_write_metadata(path, int8_metadata(meta, backend, len(calib), exclude, method))
             return path, onnx_runner(path, threads, stop_spinning=True)
 
         path, run = attempt([], "ptq")
@@ -340,7 +340,7 @@ def _build(backend: str, float_onnx: Path, work: Path, calib: np.ndarray, held: 
     import openvino as ov
 
     def save(model, kept: list[str], method: str, tag: str) -> tuple[list[Path], Callable]:
-        for key, value in _int8_metadata(meta, backend, len(calib), kept, method).items():
+        for key, value in int8_metadata(meta, backend, len(calib), kept, method).items():
             model.set_rt_info(value, ["ghostnets", key.removeprefix("ghostnets.")])
         xml = work / f"ov-int8{tag}.xml"
         ov.save_model(model, str(xml), compress_to_fp16=False)
@@ -469,14 +469,14 @@ def quantize_model(model: nn.Module, out: str | Path, *, spec: InputSpec | None 
         for name, c in candidates.items():
             if c.figures.error is None:
                 runners[(name, "float")], runners[(name, "int8")] = c.float_run, c.int8_run
-        timings = _latencies(runners, held_x[:1], runs) if runners else {}
+        timings = median_latencies(runners, held_x[:1], runs) if runners else {}
         for (name, kind), ms in timings.items():
             setattr(candidates[name].figures, f"{kind}_ms", ms)
         winner, reason = _choose(candidates, backend, min_agreement, len(held_x), threads)
         chosen = candidates[winner]
         final = targets[winner]
         for path in reversed(chosen.files):  # the .bin before the .xml that names it
-            _fsync(path)
+            fsync_file(path)
         for tmp, target in zip(reversed(chosen.files), reversed(final)):
             os.replace(tmp, target)
     finally:
