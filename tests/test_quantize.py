@@ -132,7 +132,7 @@ def test_openvino_int8_ir_has_fake_quantize_and_agrees_as_reported(bundled, mode
                             min_agreement=0, **FAST)
     assert sorted(p.name for p in bundled.iterdir()) == ["m.bin", "m.xml"]
     assert report.files == [out, out.with_suffix(".bin")]
-    ir = ov.Core().read_model(str(out))
+    ir = openvino_core().read_model(str(out))
     types = [op.get_type_name() for op in ir.get_ops()]
     assert types.count("FakeQuantize") > 20
     assert ir.get_rt_info(["ghostnets", "precision"]).astype(str) == "int8"
@@ -261,6 +261,6 @@ def test_accuracy_control_keeps_the_layer_int8_breaks_in_float(tmp_path):
     compiled = openvino_core().compile_model(str(out), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
     got = np.concatenate([compiled([held[i:i + 1].numpy()])[compiled.output(0)] for i in range(len(held))])
     assert report.agreement == 1.0 and (got.argmax(1) == reference_top1(model, held)).all()  # the file, rerun
-    saved = json.loads(ov.Core().read_model(str(out)).get_rt_info(["ghostnets", "int8"]).astype(str))
+    saved = json.loads(openvino_core().read_model(str(out)).get_rt_info(["ghostnets", "int8"]).astype(str))
     assert saved["method"] == "accuracy-control" and saved["kept_float"] == report.kept_float
     assert "accuracy-control" in figures.summary() and "kept in float" in report.reason

@@ -301,15 +301,10 @@ class _OpenVinoProfiled:
     ``real_time`` and status; :meth:`nodes` averages the calls after the first ``skip``."""
 
     def __init__(self, path: Path, x: np.ndarray, threads: int) -> None:
-        from ..runtime.sessions import openvino_compiled, openvino_core, require
+        from ..runtime.sessions import openvino_compiled, require
 
         self.ov = require("openvino", "the OpenVINO roofline")
-        core = openvino_core()
-        core.set_property("CPU", {self.ov.properties.enable_profiling: True})  # the compile takes it from the core
-        try:
-            compiled = openvino_compiled(path, shape=tuple(x.shape), threads=threads)
-        finally:
-            core.set_property("CPU", {self.ov.properties.enable_profiling: False})
+        compiled = openvino_compiled(path, shape=tuple(x.shape), threads=threads, profiling=True)
         self.request, self.x = compiled.create_infer_request(), x
         self.calls: list[list[tuple[str, str, float, bool]]] = []
 

@@ -45,7 +45,7 @@ from ..data.transforms import InputSpec
 from ..record import is_deploy, record_of
 from ..transforms import reparameterize
 from .export import ExportError, export_metadata, export_model, fsync_file
-from .sessions import onnx_runner, openvino_runner
+from .sessions import on_own_thread, onnx_runner, openvino_runner
 from .timing import time_interleaved
 
 BACKENDS = {"onnxruntime": ".onnx", "openvino": ".xml"}
@@ -346,10 +346,12 @@ def _build(backend: str, float_onnx: Path, work: Path, calib: np.ndarray, held: 
         ov.save_model(model, str(xml), compress_to_fp16=False)
         return [xml, xml.with_suffix(".bin")], openvino_runner(xml, threads=threads)
 
-    files, run = save(_ov_quantize(float_onnx, calib, dynamic_batch, []), [], "ptq", "")
+    # NNCF compiles with Cores of its own: on a thread of their own (sessions.on_own_thread)
+    files, run = save(on_own_thread(_ov_quantize, float_onnx, calib, dynamic_batch, []), [], "ptq", "")
     figures.agreement = agreement(run)
     if min_agreement > 0 and figures.agreement < min_agreement:
-        model, kept = _ov_accuracy_control(float_onnx, calib, held, reference, dynamic_batch, min_agreement)
+        model, kept = on_own_thread(_ov_accuracy_control, float_onnx, calib, held, reference, dynamic_batch,
+                                    min_agreement)
         retried("accuracy-control", kept)
         files, run = save(model, kept, "accuracy-control", "-ac")
         figures.agreement = agreement(run)

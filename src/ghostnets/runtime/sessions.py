@@ -6,6 +6,10 @@ Each runner is a callable from a float32 NCHW numpy batch to the logits as numpy
 from __future__ import annotations
 
 import functools
+import gc
+import signal
+import threading
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 
@@ -72,9 +76,42 @@ def openvino_core():
     return ov.Core()
 
 
-def openvino_compiled(model_or_path, *, shape: tuple[int, ...] | None = None, threads: int | None = None):
+_ASYNC_SIGNALS = frozenset(signal.valid_signals()) - {signal.SIGSEGV, signal.SIGBUS, signal.SIGFPE, signal.SIGILL,
+                                                       signal.SIGABRT, signal.SIGTRAP}
+
+
+def on_own_thread(fn: Callable, *args, **kwargs):
+    """``fn(*args, **kwargs)`` on a fresh thread that receives no asynchronous signals; its result, or its exception.
+
+    For code that makes OpenVINO Cores of its own (NNCF's engines call ``ov.Core()`` for each model they run, see
+    :func:`openvino_core`): their CPU plugins install and unwind alternate signal stacks on that thread, which ends
+    with the call, never on the caller's. Everything ``fn`` made is released on that thread (the exception's frames
+    are cleared, then a collection runs there) so that no plugin is destroyed later on another thread.
+    """
+    outcome: dict = {}
+
+    def body() -> None:
+        signal.pthread_sigmask(signal.SIG_BLOCK, _ASYNC_SIGNALS)
+        try:
+            outcome["value"] = fn(*args, **kwargs)
+        except BaseException as e:  # handed to the caller, with its message and type
+            traceback.clear_frames(e.__traceback__)
+            outcome["error"] = e
+        gc.collect()
+
+    thread = threading.Thread(target=body, name=f"ghostnets-{getattr(fn, '__name__', 'openvino')}", daemon=True)
+    thread.start()
+    thread.join()
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
+
+
+def openvino_compiled(model_or_path, *, shape: tuple[int, ...] | None = None, threads: int | None = None,
+                      profiling: bool = False):
     """An OpenVINO CPU model (a file or an ``ov.Model``), f32 precision, the LATENCY hint, ``threads`` threads
-    (``None``: OpenVINO's default); ``shape``: compiled for that static input shape."""
+    (``None``: OpenVINO's default); ``shape``: compiled for that static input shape; ``profiling``: ``PERF_COUNT``
+    on (``InferRequest.get_profiling_info``)."""
     ov = require("openvino", "OpenVINO")
     core = openvino_core()
     model = core.read_model(str(model_or_path)) if isinstance(model_or_path, (str, Path)) else model_or_path
@@ -83,6 +120,8 @@ def openvino_compiled(model_or_path, *, shape: tuple[int, ...] | None = None, th
     config = {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY"}
     if threads:
         config["INFERENCE_NUM_THREADS"] = threads
+    if profiling:
+        config["PERF_COUNT"] = True
     return core.compile_model(model, "CPU", config)
 
 
