@@ -26,6 +26,10 @@ class TrainConfig:
     model: str = "ghostnet_100"
     model_kwargs: dict = field(default_factory=dict)  # width, reparam_bn, ... passed to create_model
     initial_checkpoint: str | None = None  # start from these weights (and the ghostified/pruned model they record)
+    # quantization-aware training (train/qat.py, ghostnets train --qat FILE): fine-tune these float weights' deploy
+    # form with NNCF's fake quantizers, initialised from qat_calib_images training images; writes *_int8.onnx
+    qat_from: str | None = None
+    qat_calib_images: int = 256
     data: str | None = None  # ImageFolder DIR, a .npz in the bundled format, or None for Fashion-MNIST
     recipe: str = "default"  # the recipe's own name, recorded with the run
     # schedule (lr is for lr_base_batch images per step; it scales linearly with batch_size)

@@ -117,11 +117,13 @@ def precise_bn(model: nn.Module, batches, images: int, context: Distributed, *, 
 
 
 @torch.inference_mode()
-def evaluate(model: nn.Module, batches, context: Distributed, *, amp=contextlib.nullcontext) -> dict:
+def evaluate(model: nn.Module, batches, context: Distributed, *, amp=contextlib.nullcontext,
+             reference: nn.Module | None = None) -> dict:
     """Top-1, top-5 (%) and mean cross-entropy over every held-out image (summed over processes), without autograd
-    (which kept every layer's activations of a batch alive: 24 GiB for GhostNetV2 at 224 px, 256 images)."""
+    (which kept every layer's activations of a batch alive: 24 GiB for GhostNetV2 at 224 px, 256 images);
+    ``reference``: also ``agreement``, the share (%) of images whose top-1 is ``reference``'s."""
     model.eval()
-    loss_sum = top1 = top5 = count = skipped = 0.0
+    loss_sum = top1 = top5 = count = skipped = agreed = 0.0
     for images, targets, n_skipped in batches:
         skipped += n_skipped
         if images is None:
@@ -135,8 +137,14 @@ def evaluate(model: nn.Module, batches, context: Distributed, *, amp=contextlib.
         top1 += (best[:, 0] == targets).sum().item()
         top5 += (best == targets[:, None]).any(1).sum().item()
         count += len(targets)
-    loss_sum, top1, top5, count, skipped = context.all_sum([loss_sum, top1, top5, count, skipped])
+        if reference is not None:
+            with amp():
+                agreed += (reference(images).argmax(1) == best[:, 0]).sum().item()
+    loss_sum, top1, top5, count, skipped, agreed = context.all_sum([loss_sum, top1, top5, count, skipped, agreed])
     if count == 0:
         raise ValueError("evaluation saw no images: the held-out split is empty or every file in it is corrupt")
-    return {"top1": 100 * top1 / count, "top5": 100 * top5 / count, "loss": loss_sum / count, "images": int(count),
-            "skipped": int(skipped)}
+    result = {"top1": 100 * top1 / count, "top5": 100 * top5 / count, "loss": loss_sum / count, "images": int(count),
+              "skipped": int(skipped)}
+    if reference is not None:
+        result["agreement"] = 100 * agreed / count
+    return result

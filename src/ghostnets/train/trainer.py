@@ -41,8 +41,8 @@ from .loaders import RunData, build_data
 from .metrics import MetricsLog
 from .state import capture_rng, load_state, restore_rng, save_state
 
-RUN_FILES = ("config.yaml", "checkpoint.pth", "last.safetensors", "best.safetensors", "metrics.jsonl", "metrics.csv",
-             "curves.png", "summary.json")
+RUN_FILES = ("config.yaml", "checkpoint.pth", "last.safetensors", "best.safetensors", "last_int8.onnx",
+             "best_int8.onnx", "metrics.jsonl", "metrics.csv", "curves.png", "summary.json")
 
 
 SCHEDULES = ("cosine", "step", "multistep", "tanh", "poly")
@@ -179,13 +179,21 @@ class Trainer:
 
     def _build_model(self) -> nn.Module:
         config, data = self.config, self.data
-        kwargs = {"drop_rate": config.drop_rate, "drop_path_rate": config.drop_path_rate,
-                  "channels_last": config.channels_last, **config.model_kwargs}
-        model = create_model(config.model, num_classes=len(data.class_names), in_chans=data.input_spec.channels,
-                             checkpoint_path=config.initial_checkpoint, **kwargs)
-        if is_deploy(model):
-            raise GhostnetsError("a deploy-form model has nothing to train (its BatchNorms are folded); train the "
-                                 "training form and reparameterize afterwards")
+        # QAT: the float deploy form (what int8 should agree with), where the post-training ranges stood, the last
+        # int8 file written ((epoch, updates), path), the images the files are checked on, the runtimes' figures
+        self.float_reference = self.qat_start = self._int8_written = self._qat_images = self.int8 = None
+        if config.qat_from:
+            from .qat import quantized_for_training
+
+            model, self.float_reference = quantized_for_training(config, data, self.context.device)
+        else:
+            kwargs = {"drop_rate": config.drop_rate, "drop_path_rate": config.drop_path_rate,
+                      "channels_last": config.channels_last, **config.model_kwargs}
+            model = create_model(config.model, num_classes=len(data.class_names), in_chans=data.input_spec.channels,
+                                 checkpoint_path=config.initial_checkpoint, **kwargs)
+            if is_deploy(model):
+                raise GhostnetsError("a deploy-form model has nothing to train (its BatchNorms are folded); train "
+                                     "the training form and reparameterize afterwards")
         model.to(self.context.device)
         self.module = model  # the plain model: what is saved, what EMA copies
         if self.context.enabled:
@@ -243,7 +251,7 @@ class Trainer:
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
             "epoch": p.epoch, "step": p.step, "updates": p.updates,
             "running": running, "train_seconds": p.train_seconds,
-            "best": [p.best_top1, p.best_epoch], "metric": p.best_top1, "rng": rng,
+            "best": [p.best_top1, p.best_epoch], "metric": p.best_top1, "rng": rng, "qat_start": self.qat_start,
         }
 
     def _restore(self, state: dict) -> None:
@@ -266,6 +274,7 @@ class Trainer:
             p.loss_sum, p.correct, p.count, p.skipped, p.kd_sum = [*state["running"], 0.0][:5]
         p.train_seconds = state["train_seconds"]
         p.best_top1, p.best_epoch = state["best"]
+        self.qat_start = state.get("qat_start")
         if len(state["rng"]) == self.context.world_size:
             restore_rng(state["rng"][self.context.rank])
         else:
@@ -289,8 +298,33 @@ class Trainer:
         source = self.ema.module if use_ema else self.module
         meta = {"epoch": str(self.progress.epoch), "top1": f"{top1:.4f}", "recipe": self.config.recipe,
                 "weights": "ema" if use_ema else "model"}
+        if self.float_reference is not None:  # QAT: the int8 file instead of the weights
+            from .qat import export_int8_onnx
+
+            target = self.out / name.replace(".safetensors", "_int8.onnx")
+            written = self._int8_written
+            if written is not None and written[0] == (self.progress.epoch, self.progress.updates):
+                # best = last, from the same weights: the checked file, copied
+                return atomic_write(target, lambda tmp: shutil.copyfile(written[1], tmp))
+            export_int8_onnx(source, target, spec=self.data.input_spec, class_names=self.data.class_names,
+                             images=self.qat_images(), metadata={f"ghostnets.{k}": v for k, v in meta.items()})
+            self._int8_written = ((self.progress.epoch, self.progress.updates), target)
+            return target
         return save_checkpoint(source, self.out / name, class_names=self.data.class_names,
                                input=self.data.input_spec, metadata=meta)
+
+    def qat_images(self) -> torch.Tensor:
+        """Up to 32 held-out images the int8 files are checked on."""
+        if self._qat_images is None:
+            kept, seen = [], 0
+            for x, _, _ in self.data.eval:
+                if x is not None:
+                    kept.append(x)
+                    seen += len(x)
+                    if seen >= 32:
+                        break
+            self._qat_images = torch.cat(kept)[:32]
+        return self._qat_images
 
     # ---------------------------------------------------------------------------------------------- the loop
     def _log(self, message: str) -> None:
@@ -304,6 +338,11 @@ class Trainer:
         self._log(f"{config.model}{taught} on {self.data.description}; {config.epochs} epochs x {self.steps_per_epoch} "
                   f"steps of {config.batch_size} images on {self.context.world_size} process(es) "
                   f"({self.context.device}), lr {config.scaled_lr():g}; writing to {self.out}")
+        if self.float_reference is not None and self.qat_start is None:  # where post-training quantization stands
+            start = evaluate(self.module, self.data.eval, self.context, amp=self.amp, reference=self.float_reference)
+            self.qat_start = {"top1": start["top1"], "agreement": start["agreement"]}
+            self._log(f"before quantization-aware training (NNCF's post-training ranges): eval top-1 "
+                      f"{start['top1']:.2f}%, top-1 agreement with float32 {start['agreement']:.2f}%")
         log = MetricsLog(self.out, resume_epoch=p.epoch) if self.context.is_main else None
         if log is not None:
             p.history = list(log.rows)  # a resumed run's summary covers the epochs before it too
@@ -321,6 +360,11 @@ class Trainer:
             if log is not None:
                 log.plot()
                 log.close()
+        if self.float_reference is not None and self.context.is_main:
+            from .qat import int8_figures
+
+            self.int8 = int8_figures(self.out / "last_int8.onnx", self.float_reference, self.data.eval,
+                                     threads=config.threads or None)
         summary = self._summary()
         shutdown(self.context)
         return summary
@@ -397,8 +441,8 @@ class Trainer:
             if config.precise_bn_images > 0:
                 self.data.train.set_epoch(p.epoch, 0)
                 precise_bn(self.module, self.data.train, config.precise_bn_images, self.context, amp=self.amp)
-            result = evaluate(self.module, self.data.eval, self.context, amp=self.amp)
-            row.update({f"eval_{k}": v for k, v in result.items() if k in ("top1", "top5", "loss")})
+            result = evaluate(self.module, self.data.eval, self.context, amp=self.amp, reference=self.float_reference)
+            row.update({f"eval_{k}": v for k, v in result.items() if k in ("top1", "top5", "loss", "agreement")})
             if self.ema is not None:
                 ema = evaluate(self.ema.module, self.data.eval, self.context, amp=self.amp)
                 row.update({f"eval_ema_{k}": v for k, v in ema.items() if k in ("top1", "top5", "loss")})
@@ -424,6 +468,8 @@ class Trainer:
             shown = f", eval top-1 {row['eval_top1']:.2f}%" if score is not None else ""
             if "eval_ema_top1" in row:
                 shown += f" (EMA {row['eval_ema_top1']:.2f}%)"
+            if "eval_agreement" in row:
+                shown += f", top-1 agreement with float32 {row['eval_agreement']:.2f}%"
             self._log(f"epoch {p.epoch}/{config.epochs}: train loss {row['train_loss']:.4f}, train top-1 "
                       f"{row['train_top1']:.2f}%{shown}, {row['images_per_second']:.0f} img/s"
                       + (f", {row['train_skipped']} corrupt images skipped" if row["train_skipped"] else ""))
@@ -438,6 +484,10 @@ class Trainer:
             "train_seconds": p.train_seconds, "images_per_second": last.get("images_per_second"),
             "skipped_images": sum(row.get("train_skipped", 0) for row in p.history), "out": str(self.out),
         }
+        if self.int8 is not None:
+            summary["final_agreement"] = last.get("eval_agreement")
+            summary["before_qat"] = self.qat_start
+            summary["int8"] = self.int8
         if self.context.is_main:
             atomic_write(self.out / "summary.json", lambda tmp: tmp.write_text(json.dumps(summary, indent=2)))
         return summary

@@ -1,0 +1,226 @@
+"""Quantization-aware training through NNCF for PyTorch: ``ghostnets train --qat CHECKPOINT``.
+
+Fake quantization in training (Jacob et al., CVPR 2018, arXiv 1712.05877; Krishnamoorthi, arXiv 1806.08342): a
+trained float checkpoint's deploy form (re-parameterized, BatchNorms folded: the graph the runtimes run) gets NNCF's
+quantizers where NNCF's post-training quantization puts them (``nncf.quantize``, preset MIXED: symmetric per-channel
+int8 weights, asymmetric int8 activations, ranges from ``qat_calib_images`` training images, fast bias correction),
+then trains for a few epochs; the quantizers' ranges train with the weights (straight-through estimates, learnable
+scales). The ``qat`` recipe distils from the float model itself (the teacher is the checkpoint, the label loss is
+off): what it asks of int8 is to predict what float32 predicts.
+
+Each evaluation also reports ``agreement``: the share of held-out images whose int8 top-1 is the float model's. Where
+a float run writes ``last.safetensors`` / ``best.safetensors``, a QAT run writes ``last_int8.onnx`` /
+``best_int8.onnx``: QuantizeLinear/DequantizeLinear pairs (NNCF's ``ONNX_QUANTIZE_DEQUANTIZE_PAIRS`` export mode),
+which ONNX Runtime runs with its int8 kernels and OpenVINO reads as FakeQuantize and runs as int8. Each file is
+checked against the fake-quantized model on held-out images, in every installed runtime, before it is put in place.
+At the end the run measures both runtimes on the held-out split (:func:`int8_figures`): agreement, top-1 of float32
+and int8, batch-1 latency of both.
+
+NNCF's CPU quantizers are a C++ torch extension it compiles on first use (about a minute on 2 cores, cached under
+``~/.cache/torch_extensions``); NNCF's 60 s limit on that build is raised here to 600 s
+(``NNCF_EXTENSION_LOAD_TIMEOUT``, which the environment may set).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import gc
+import os
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..atomic import atomic_write
+from ..checkpoint import read_metadata
+from ..data.transforms import InputSpec
+from ..errors import GhostnetsError
+from ..factory import create_model
+from ..record import record_of
+from ..transforms import reparameterize
+from .config import ConfigError, TrainConfig, update_config
+
+QAT_RECIPE = "qat"
+MAX_RELATIVE_ERROR = 0.05
+"""How far an int8 runtime's logits may be from the fake-quantized model's (relative L2 norm): they differ by rounding
+only (measured 0.011 on ghostnet_050)."""
+
+
+class QatError(GhostnetsError, RuntimeError):
+    """A quantization-aware run that cannot be set up, or an int8 file that does not compute its model."""
+
+
+def qat_settings(config: TrainConfig, checkpoint: str | Path) -> TrainConfig:
+    """``config`` set to fine-tune ``checkpoint`` quantization-aware: its model, its input size and channels, and the
+    float model as the teacher unless ``config`` names another."""
+    checkpoint = Path(checkpoint)
+    if not checkpoint.is_file():
+        raise ConfigError(f"--qat {checkpoint}: no such file; give the float weights a run wrote "
+                          "(RUN/best.safetensors or RUN/last.safetensors)")
+    meta = read_metadata(checkpoint)
+    if not meta.get("model"):
+        raise ConfigError(f"--qat {checkpoint}: the file records no model name; give weights ghostnets wrote "
+                          "(a run's .safetensors, or ghostnets convert's output)")
+    check_qat(config)
+    values: dict = {"qat_from": str(checkpoint), "model": meta["model"]}
+    spec: InputSpec | None = meta.get("input")
+    if spec is not None:
+        values.update(img_size=spec.size, bundled_size=spec.size, bundled_channels=spec.channels)
+    if config.teacher is None:
+        values.update(teacher=meta["model"], teacher_checkpoint=str(checkpoint))
+    return update_config(config, values, f"--qat {checkpoint}")
+
+
+def check_qat(config: TrainConfig) -> None:
+    """Refuse settings a quantization-aware run cannot honour, before anything is built."""
+    if config.model_ema or config.compile:
+        raise ConfigError("quantization-aware training supports neither model_ema nor compile (the int8 file is made "
+                          "from the trained model itself); set model_ema=false compile=false")
+    if config.qat_calib_images < 1:
+        raise ConfigError(f"qat_calib_images must be >= 1, got {config.qat_calib_images}")
+
+
+def _calibration_batches(batches, images: int) -> list[torch.Tensor]:
+    batches.set_epoch(0, 0)
+    kept, seen = [], 0
+    for x, _, _ in batches:
+        if x is None:
+            continue
+        kept.append(x[:images - seen])
+        seen += len(kept[-1])
+        if seen >= images:
+            break
+    return kept
+
+
+def quantized_for_training(config: TrainConfig, data, device: torch.device) -> tuple[nn.Module, nn.Module]:
+    """The fake-quantized deploy form of ``config.qat_from`` to train, and the float deploy form it started from
+    (frozen, on ``device``: the agreement reference)."""
+    from ..runtime.quantize import import_nncf, quiet_nncf
+
+    check_qat(config)
+    os.environ.setdefault("NNCF_EXTENSION_LOAD_TIMEOUT", "600")
+    spec = data.input_spec
+    float_model = create_model(config.model, num_classes=len(data.class_names), in_chans=spec.channels,
+                               checkpoint_path=config.qat_from, channels_last=config.channels_last)
+    recorded = record_of(float_model).input
+    if recorded is not None and (recorded.size, recorded.channels) != (spec.size, spec.channels):
+        raise ConfigError(f"--qat {config.qat_from} was trained on {recorded.channels}-channel {recorded.size} px "
+                          f"images and this run's data gives {spec.channels}-channel {spec.size} px ones; set "
+                          "bundled_size/bundled_channels (or img_size) to what it was trained on")
+    deployed = reparameterize(float_model).eval()
+    calib = _calibration_batches(data.train, config.qat_calib_images)
+    nncf = import_nncf()
+    with quiet_nncf(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)  # the thread pool NNCF's extension loader leaves open
+        quantized = nncf.quantize(copy.deepcopy(deployed), nncf.Dataset(calib), preset=nncf.QuantizationPreset.MIXED,
+                                  subset_size=len(calib))  # NNCF counts dataset items: batches
+        gc.collect()
+    for p in deployed.parameters():
+        p.requires_grad_(False)
+    return quantized.to(device), deployed.to(device)
+
+
+def _quantizers(model: nn.Module) -> list[nn.Module]:
+    from nncf.torch.quantization.layers import BaseQuantizer
+
+    return [m for m in model.modules() if isinstance(m, BaseQuantizer)]
+
+
+def _runtime_runners(path: Path) -> dict:
+    """Batch runners for the int8 file in each installed runtime."""
+    from ..runtime.sessions import RuntimeUnavailableError, onnx_runner, openvino_runner
+
+    runners = {}
+    for runtime, make in (("onnxruntime", lambda: onnx_runner(path, stop_spinning=True)),
+                          ("openvino", lambda: openvino_runner(path))):
+        with contextlib.suppress(RuntimeUnavailableError):  # not installed: the other runtime checks the file
+            runners[runtime] = make()
+    return runners
+
+
+def export_int8_onnx(model: nn.Module, path: str | Path, *, spec: InputSpec, class_names: list[str],
+                     images: torch.Tensor, metadata: dict[str, str] | None = None) -> Path:
+    """``model`` (fake-quantized by NNCF) as a QDQ ONNX file at ``path``, written atomically once every installed
+    runtime computes it on ``images``: logits within :data:`MAX_RELATIVE_ERROR` of the model's (relative L2)."""
+    from nncf.torch.quantization.layers import QuantizerExportMode
+
+    from ..runtime.export import export_metadata, write_onnx_file
+    from ..runtime.quantize import int8_metadata
+
+    path = Path(path)
+    module = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+    was_training = module.training
+    module.eval()
+    cpu = copy.deepcopy(module).cpu()
+    module.train(was_training)
+    for quantizer in _quantizers(cpu):
+        quantizer.set_export_mode(QuantizerExportMode.ONNX_QUANTIZE_DEQUANTIZE_PAIRS)
+    x = images.float().cpu().contiguous()
+    with torch.inference_mode():
+        expected = cpu(x).numpy()
+    meta = {**export_metadata(module, spec, class_names),
+            **int8_metadata({}, "onnx-qdq", 0, [], "qat"), **(metadata or {})}
+
+    def write(tmp: Path) -> None:
+        with tempfile.TemporaryDirectory(prefix=".qat-export-", dir=path.parent) as work:
+            staged = Path(work) / "int8.onnx"
+            write_onnx_file(cpu, x[:1], staged, True, meta)
+            for runtime, run in _runtime_runners(staged).items():
+                got = run(x.numpy())
+                error = float(np.linalg.norm(got - expected) / max(np.linalg.norm(expected), 1e-12))
+                if not error <= MAX_RELATIVE_ERROR:
+                    raise QatError(f"{runtime} computes the exported int8 file {error:.3f} (relative) away from the "
+                                   f"fake-quantized model on {len(x)} held-out images (allowed "
+                                   f"{MAX_RELATIVE_ERROR}); {path} was not written")
+            tmp.write_bytes(staged.read_bytes())
+
+    return atomic_write(path, write)
+
+
+def int8_figures(path: str | Path, float_model: nn.Module, batches, *, threads: int | None = None,
+                 runs: int = 36) -> dict:
+    """The int8 file at ``path`` beside ``float_model`` (the float deploy form) on every held-out image of
+    ``batches``, in each installed runtime: top-1 agreement with float32, top-1 of both against the labels, and the
+    median batch-1 latency (ms) of both; all four timed together in interleaved rounds, so ``int8_over_best_float32``
+    compares int8 with the faster float32 runtime under the same load."""
+    from ..runtime.export import write_onnx_file
+    from ..runtime.quantize import median_latencies
+    from ..runtime.sessions import RuntimeUnavailableError, onnx_runner, openvino_runner
+
+    module = float_model.eval().cpu()
+    images, labels = [], []
+    for x, y, _ in batches:
+        if x is not None:
+            images.append(x.float().cpu())
+            labels.append(y.cpu())
+    x, y = torch.cat(images).contiguous(), torch.cat(labels).numpy()
+    with torch.inference_mode():
+        reference = torch.cat([module(x[i:i + 64]) for i in range(0, len(x), 64)]).argmax(1).numpy()
+    figures: dict = {"images": len(x), "float32_top1": 100 * float((reference == y).mean())}
+    with tempfile.TemporaryDirectory(prefix=".qat-float-") as work:
+        float_onnx = Path(work) / "float32.onnx"
+        write_onnx_file(module, x[:1], float_onnx, True, {})
+        makers = {"onnxruntime": lambda p: onnx_runner(p, threads, stop_spinning=True),
+                  "openvino": lambda p: openvino_runner(p, threads=threads)}
+        runners = {}
+        for runtime, make in makers.items():
+            try:
+                runners[(runtime, "float32")], runners[(runtime, "int8")] = make(float_onnx), make(Path(path))
+            except RuntimeUnavailableError:
+                continue
+            top1 = np.concatenate([runners[(runtime, "int8")](x[i:i + 16].numpy()) for i in range(0, len(x), 16)])
+            top1 = top1.argmax(1)
+            figures[runtime] = {"agreement": 100 * float((top1 == reference).mean()),
+                                "int8_top1": 100 * float((top1 == y).mean())}
+        ms = median_latencies(runners, x[:1].numpy(), runs)
+    best_float = min((v for (_, kind), v in ms.items() if kind == "float32"), default=float("nan"))
+    for runtime in {r for r, _ in runners}:
+        float_ms, int8_ms = ms[(runtime, "float32")], ms[(runtime, "int8")]
+        figures[runtime].update(float32_ms=float_ms, int8_ms=int8_ms, int8_over_float32=int8_ms / float_ms,
+                                int8_over_best_float32=int8_ms / best_float)
+    return figures

@@ -1,0 +1,155 @@
+"""Quantization-aware training (``ghostnets train --qat``): the int8 file runs int8 kernels, its agreement and top-1
+recomputed here from an independently built float model equal the run's report, a run stopped after an epoch and
+resumed ends where an unbroken run ends, and settings that cannot work are refused before anything is written."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+import ghostnets
+from ghostnets.cli import main
+from ghostnets.data import FashionMNIST
+from ghostnets.data.transforms import fashion_mnist_input
+from ghostnets.runtime.sessions import openvino_core
+from ghostnets.train import ConfigError, TrainConfig, load_recipe, train, update_config
+from ghostnets.train.qat import qat_settings
+from ghostnets.train.state import load_state
+
+pytest.importorskip("nncf")
+ort = pytest.importorskip("onnxruntime")
+
+SUBSET = Path(__file__).parent / "data" / "fashion_mnist_subset.npz"
+FAST = ["--no-progress", "batch_size=32", "threads=2", "qat_calib_images=64", "workers=0"]
+
+
+@pytest.fixture(scope="module")
+def float_weights(tmp_path_factory) -> Path:
+    """A float ghostnet_050 trained for 3 epochs on the committed subset (about 38 % top-1, answers spread over the
+    classes, so agreement measures something): the weights a run writes, with its class names and input."""
+    config = update_config(load_recipe("quick"), {"model": "ghostnet_050", "data": str(SUBSET), "batch_size": 32,
+                                                  "epochs": 3, "lr": 0.8, "threads": 2, "workers": 0}, "test")
+    out = tmp_path_factory.mktemp("float")
+    train(config, out, progress_bar=False)
+    return out / "last.safetensors"
+
+
+def held_out() -> tuple[torch.Tensor, np.ndarray]:
+    data, transform = FashionMNIST("test", file=SUBSET), fashion_mnist_input(32, 1).transform()
+    return torch.stack([transform(data[i][0]) for i in range(len(data))]), np.array([data[i][1] for i in
+                                                                                     range(len(data))])
+
+
+@pytest.mark.slow
+def test_qat_writes_an_int8_file_whose_figures_hold_when_recomputed(float_weights, tmp_path, capsys):
+    out = tmp_path / "qat"
+    assert main(["train", "--qat", str(float_weights), "--data", str(SUBSET), "--out", str(out), *FAST,
+                 "epochs=1"]) == 0
+    printed = capsys.readouterr().out
+    assert "quantization-aware training of ghostnet_050" in printed and "onnxruntime: int8 top-1" in printed
+    assert (out / "last_int8.onnx").is_file() and (out / "best_int8.onnx").is_file()
+    assert not (out / "last.safetensors").exists()
+
+    # int8 in the file: every convolution outside the SE blocks (which NNCF's SE_BLOCK ignored pattern leaves in
+    # float) reads a dequantized int8 weight, and ONNX Runtime fuses them to QLinearConv
+    proto = onnx.load(str(out / "last_int8.onnx"))
+    produced = {o: n for n in proto.graph.node for o in n.output}
+    convs = [n for n in proto.graph.node if n.op_type == "Conv" and "/se/" not in n.name]
+    assert len(convs) > 60 and all(c.input[1] in produced for c in convs)
+    dequantized = [produced[c.input[1]] for c in convs]
+    assert {d.op_type for d in dequantized} == {"DequantizeLinear"}
+    quantized = [produced[d.input[0]] for d in dequantized]  # QuantizeLinear(float weight, scale, int8 zero point)
+    assert {q.op_type for q in quantized} == {"QuantizeLinear"}
+    zero_types = {produced[q.input[2]].attribute[0].t.data_type for q in quantized}
+    assert zero_types == {onnx.TensorProto.INT8}
+    meta = {p.key: p.value for p in proto.metadata_props}
+    assert json.loads(meta["ghostnets.int8"])["method"] == "qat" and meta["ghostnets.model"] == "ghostnet_050"
+    options = ort.SessionOptions()
+    options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    session = ort.InferenceSession(str(out / "last_int8.onnx"), options, providers=["CPUExecutionProvider"])
+    optimized = [n.op_type for n in onnx.load(str(tmp_path / "optimized.onnx")).graph.node]
+    assert optimized.count("QLinearConv") >= len(convs) // 2
+
+    # the report, recomputed: the float model rebuilt from its file, the int8 file in each runtime
+    x, labels = held_out()
+    reference = ghostnets.create_model("ghostnet_050", checkpoint_path=float_weights).eval()
+    with torch.inference_mode():
+        float_top1 = reference(x).argmax(1).numpy()
+    summary = json.loads((out / "summary.json").read_text())
+    figures = summary["int8"]
+    assert figures["images"] == len(x) == 100
+    assert figures["float32_top1"] == pytest.approx(100 * (float_top1 == labels).mean())
+    assert len(set(float_top1)) > 1  # the agreement below measures something
+    runs = {"onnxruntime": lambda b: session.run(None, {"input": b})[0],
+            "openvino": openvino_core().compile_model(str(out / "last_int8.onnx"), "CPU",
+                                                      {"INFERENCE_PRECISION_HINT": "f32"})}
+    for runtime, run in runs.items():
+        int8_top1 = np.concatenate([np.asarray(run(x[i:i + 16].numpy())[0] if runtime == "openvino"
+                                               else run(x[i:i + 16].numpy())) for i in range(0, len(x), 16)])
+        int8_top1 = int8_top1.argmax(1)
+        assert figures[runtime]["agreement"] == pytest.approx(100 * (int8_top1 == float_top1).mean())
+        assert figures[runtime]["int8_top1"] == pytest.approx(100 * (int8_top1 == labels).mean())
+        assert figures[runtime]["int8_ms"] > 0 and figures[runtime]["float32_ms"] > 0
+    assert 0 <= summary["before_qat"]["agreement"] <= 100 and summary["final_agreement"] is not None
+
+
+@pytest.mark.slow
+def test_a_qat_run_stopped_mid_epoch_resumes_to_where_an_unbroken_run_ends(float_weights, tmp_path, monkeypatch):
+    """Ctrl-C after the first of two steps (the trainer's own SIGINT handling), then --resume: the quantizers are
+    placed again and the saved weights and scales overwrite them, so the end is bit-exact."""
+    import signal
+
+    import ghostnets.train.trainer as trainer_module
+
+    with np.load(SUBSET) as data:
+        np.savez(tmp_path / "tiny.npz", train_x=data["train_x"][:96], train_y=data["train_y"][:96],
+                 test_x=data["test_x"][:40], test_y=data["test_y"][:40])
+    config = qat_settings(load_recipe("qat"), float_weights)
+    for key, value in {"data": str(tmp_path / "tiny.npz"), "batch_size": 48, "epochs": 1, "threads": 2,
+                       "qat_calib_images": 32, "workers": 0}.items():
+        setattr(config, key, value)
+    unbroken = tmp_path / "unbroken"
+    train(config, unbroken, progress_bar=False)
+
+    step = trainer_module.train_step
+
+    def step_then_interrupt(*args, **kwargs):
+        result = step(*args, **kwargs)
+        signal.raise_signal(signal.SIGINT)
+        return result
+
+    with monkeypatch.context() as patch:
+        patch.setattr(trainer_module, "train_step", step_then_interrupt)
+        with pytest.raises(KeyboardInterrupt):
+            train(config, tmp_path / "stopped", progress_bar=False)
+    assert load_state(tmp_path / "stopped" / "checkpoint.pth")["step"] == 1
+    train(config, tmp_path / "stopped", resume=True, progress_bar=False)
+    a, b = (load_state(d / "checkpoint.pth")["state_dict"] for d in (unbroken, tmp_path / "stopped"))
+    assert a.keys() == b.keys() and any("nncf" in k for k in a)
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    assert (tmp_path / "stopped" / "last_int8.onnx").read_bytes() == (unbroken / "last_int8.onnx").read_bytes()
+
+
+def test_settings_qat_cannot_honour_are_refused(float_weights, tmp_path, capsys):
+    def refused(*args: str) -> str:
+        assert main(["train", *args, "--out", str(tmp_path / "run"), "--no-progress"]) == 2
+        return capsys.readouterr().err
+
+    assert "no such file" in refused("--qat", str(tmp_path / "missing.safetensors"))
+    plain = tmp_path / "plain.safetensors"
+    from safetensors.torch import save_file
+
+    save_file({"w": torch.zeros(2)}, str(plain))
+    assert "records no model name" in refused("--qat", str(plain))
+    assert "supports neither model_ema nor compile" in refused("--qat", str(float_weights), "model_ema=true")
+    assert "drop --model" in refused("--qat", str(float_weights), "--model", "ghostnet_100")
+    assert "drop --qat" in refused("--qat", str(float_weights), "--resume")
+    assert not (tmp_path / "run").exists()
+    with pytest.raises(ConfigError, match="qat_calib_images"):
+        qat_settings(TrainConfig(qat_calib_images=0), float_weights)
