@@ -1,0 +1,96 @@
+"""Quantization-aware training on the models trained at 224 px: does int8 reach 99 % top-1 agreement with float32?
+
+Each model of benchmarks/trained_224.py is fine-tuned with ``ghostnets train --qat`` (the ``qat`` recipe: 2 epochs,
+the float model as teacher) on the same 600 training images per class; agreement, top-1 and batch-1 latency of
+float32 and int8 in ONNX Runtime and OpenVINO are measured by the run itself on the 2,000 held-out test images (none
+took part in training or calibration). A finished run is reused, a stopped one resumed (delete
+``runs/qat-224/NAME`` to redo it). Writes the ``qat_224`` section of BENCHMARKS.md.
+
+    python benchmarks/qat_224.py [--models ghostnet_100,...] [--threads 2] [--no-write]
+
+Equivalent command per model (what this runs):
+
+    ghostnets train --qat runs/int8-224/NAME/last.safetensors \
+        --data runs/int8-224/fashion_mnist_600_200_per_class.npz --out runs/qat-224/NAME workers=0 threads=2 \
+        checkpoint_every=20
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from ghostnets.train import load_recipe, train, update_config
+from ghostnets.train.qat import qat_settings
+from trained_224 import MODELS, checkpoint, data_file
+
+from common import ROOT, command_line, environment, write_section
+
+RUNS = ROOT / "runs" / "qat-224"
+
+
+def qat_run(name: str, threads: int) -> dict:
+    """The QAT run of ``name``: reused when finished, resumed when stopped, else started."""
+    out = RUNS / name
+    if (out / "summary.json").exists():
+        return json.loads((out / "summary.json").read_text())
+    if (out / "checkpoint.pth").exists():
+        return _resume(out)
+    config = qat_settings(load_recipe("qat"), checkpoint(name))
+    config = update_config(config, {"data": str(data_file()), "workers": 0, "threads": threads,
+                                    "checkpoint_every": 20}, "qat_224")
+    return train(config, out, force=True, progress_bar=False)
+
+
+def _resume(out) -> dict:
+    from ghostnets.train import TrainConfig
+    from ghostnets.train.state import load_state
+
+    config = TrainConfig(**load_state(out / "checkpoint.pth")["config"])
+    return train(config, out, resume=True, progress_bar=False)
+
+
+def table(summaries: dict[str, dict]) -> str:
+    rows = ["| model | float32 top-1 | agreement before QAT (PTQ ranges, PyTorch) | runtime | int8 top-1 | "
+            "agreement with float32 | float32 ms | int8 ms | int8 / same runtime's float32 | "
+            "int8 / faster float32 |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for name, s in summaries.items():
+        f = s["int8"]
+        before = s.get("before_qat") or {}
+        for runtime in ("onnxruntime", "openvino"):
+            if runtime not in f:
+                continue
+            r = f[runtime]
+            rows.append(f"| {name} | {f['float32_top1']:.2f} % | {before.get('agreement', float('nan')):.2f} % | "
+                        f"{runtime} | {r['int8_top1']:.2f} % | **{r['agreement']:.2f} %** | {r['float32_ms']:.2f} | "
+                        f"{r['int8_ms']:.2f} | {r['int8_over_float32']:.2f}x | {r['int8_over_best_float32']:.2f}x |")
+    return "\n".join(rows)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default=",".join(MODELS[:3]))
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--no-write", action="store_true")
+    args = parser.parse_args()
+    summaries = {}
+    for name in args.models.split(","):
+        if not checkpoint(name).exists():
+            print(f"{name}: no trained 224-px model ({checkpoint(name)}); run benchmarks/trained_224.py first",
+                  file=sys.stderr)
+            continue
+        summaries[name] = qat_run(name, args.threads)
+        print(name, json.dumps(summaries[name]["int8"]), flush=True)
+    body = (f"{environment(args.threads)}\n\nRegenerate: `{command_line()}`\n\n"
+            "Held-out: the 2,000 test images of runs/int8-224's subset (none used in training or calibration). "
+            "Latency: batch 1, median of 36 interleaved runs of all four files in one process, after training.\n\n"
+            + table(summaries))
+    print(body)
+    if not args.no_write:
+        write_section("qat_224", body)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
