@@ -67,6 +67,20 @@ def test_qat_writes_an_int8_file_whose_figures_hold_when_recomputed(float_weight
     assert {q.op_type for q in quantized} == {"QuantizeLinear"}
     zero_types = {produced[q.input[2]].attribute[0].t.data_type for q in quantized}
     assert zero_types == {onnx.TensorProto.INT8}
+    # dense convs in half the int8 range (qat_overflow_fix=enable: |w / scale| <= 64 per output channel, the range
+    # used), depthwise ones, whose kernels do not add product pairs in int16, in the full range
+    initializers = {t.name: onnx.numpy_helper.to_array(t) for t in proto.graph.initializer}
+
+    def constant(name: str) -> np.ndarray:
+        node = produced.get(name)
+        return onnx.numpy_helper.to_array(node.attribute[0].t) if node is not None else initializers[name]
+
+    levels = {True: [], False: []}
+    for conv, q in zip(convs, quantized):
+        grouped = any(a.name == "group" and a.i > 1 for a in conv.attribute)
+        levels[grouped].append(np.abs(constant(q.input[0]) / constant(q.input[1]).reshape(-1, 1, 1, 1)).max())
+    assert min(levels[False]) >= 60 and max(levels[False]) <= 64.5 and len(levels[False]) > 20
+    assert min(levels[True]) >= 120 and len(levels[True]) > 20
     meta = {p.key: p.value for p in proto.metadata_props}
     assert json.loads(meta["ghostnets.int8"])["method"] == "qat" and meta["ghostnets.model"] == "ghostnet_050"
     options = ort.SessionOptions()
@@ -148,6 +162,7 @@ def test_settings_qat_cannot_honour_are_refused(float_weights, tmp_path, capsys)
     save_file({"w": torch.zeros(2)}, str(plain))
     assert "records no model name" in refused("--qat", str(plain))
     assert "supports neither model_ema nor compile" in refused("--qat", str(float_weights), "model_ema=true")
+    assert "qat_overflow_fix must be one of enable" in refused("--qat", str(float_weights), "qat_overflow_fix=half")
     assert "drop --model" in refused("--qat", str(float_weights), "--model", "ghostnet_100")
     assert "drop --qat" in refused("--qat", str(float_weights), "--resume")
     assert not (tmp_path / "run").exists()

@@ -182,8 +182,9 @@ def test_failures_leave_nothing_and_existing_files_are_kept(bundled, model, monk
         raise RuntimeError("interrupted while measuring")
 
     monkeypatch.setattr(quantize_module, "median_latencies", boom)
-    with pytest.raises(RuntimeError, match="interrupted"):  # the IR built, then a failure
-        quantize_model(model, bundled / "m.xml", backend="openvino", **kwargs)
+    with pytest.raises(RuntimeError, match="interrupted"):  # the IR built, then a failure (no bar: whether this
+        # CPU's int8 passes one decides whether minutes of accuracy control run first)
+        quantize_model(model, bundled / "m.xml", backend="openvino", **{**kwargs, "min_agreement": 0})
     assert list(bundled.iterdir()) == []
     monkeypatch.undo()
 
