@@ -123,6 +123,9 @@ def test_onnxruntime_int8_file_is_qdq_and_agrees_as_reported(bundled, model):
     figures = report.candidates["onnxruntime"]
     assert set(report.candidates) == {"onnxruntime"} and figures.float_ms > 0 and report.int8_ms == figures.int8_ms
     assert report.kept_float == [] and "as asked" in report.reason
+    # 7-bit weights (reduce_range: int8 kernels without VNNI saturate on full-range ones), the range used
+    weights = [onnx.numpy_helper.to_array(t) for t in proto.graph.initializer if t.data_type == onnx.TensorProto.INT8]
+    assert len(weights) > 20 and max(np.abs(w.astype(int)).max() for w in weights) == 64
 
 
 def test_openvino_int8_ir_has_fake_quantize_and_agrees_as_reported(bundled, model):
@@ -140,6 +143,19 @@ def test_openvino_int8_ir_has_fake_quantize_and_agrees_as_reported(bundled, mode
     def run(x):
         return compiled([x])[compiled.output(0)]
     assert report.agreement == np.mean(top1(run, held) == reference_top1(model, held))
+    # int8 weight constants: dense convolutions and the classifier in half the range (NNCF OverflowFix.ENABLE: int8
+    # kernels without VNNI saturate on full-range ones), depthwise ones, which do not saturate, in the full range
+    largest: dict[str, list[int]] = {}
+    for op in ir.get_ordered_ops():
+        if op.get_type_name() == "Constant" and op.get_element_type() == ov.Type.i8:
+            node = op
+            for _ in range(4):  # Convert, Subtract / Multiply, then the layer
+                node = next(iter(node.output(0).get_target_inputs())).get_node()
+                if node.get_type_name() in ("Convolution", "GroupConvolution", "MatMul"):
+                    break
+            largest.setdefault(node.get_type_name(), []).append(int(np.abs(op.get_data().astype(int)).max()))
+    assert max(largest["Convolution"] + largest["MatMul"]) <= 64 and min(largest["GroupConvolution"]) >= 120
+    assert len(largest["Convolution"]) > 20
 
 
 def test_a_backend_short_of_agreement_is_retried_with_depthwise_layers_in_float(bundled, model, monkeypatch):
