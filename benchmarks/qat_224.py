@@ -82,7 +82,8 @@ def main() -> int:
             continue
         summaries[name] = qat_run(name, args.threads)
         print(name, json.dumps(summaries[name]["int8"]), flush=True)
-    body = (f"{environment(args.threads)}\n\nRegenerate: `{command_line()}`\n\n"
+    body = ("## Quantization-aware training at 224 px (`ghostnets train --qat`)\n\n"
+            f"Machine: {environment(args.threads)}.\n\nRegenerate: `{command_line()}`\n\n"
             "Held-out: the 2,000 test images of runs/int8-224's subset (none used in training or calibration). "
             "Latency: batch 1, median of 36 interleaved runs of all four files in one process, after training.\n\n"
             + table(summaries))
