@@ -94,8 +94,8 @@ def check_qat(config: TrainConfig) -> None:
                           f"{config.qat_overflow_fix!r}")
 
 
-def _calibration_batches(batches, images: int) -> list[torch.Tensor]:
-    batches.set_epoch(0, 0)
+def first_images(batches, images: int) -> list[torch.Tensor]:
+    """The first ``images`` images of ``batches`` (a run's loader), as the batches they came in."""
     kept, seen = [], 0
     for x, _, _ in batches:
         if x is None:
@@ -123,7 +123,8 @@ def quantized_for_training(config: TrainConfig, data, device: torch.device) -> t
                           f"images and this run's data gives {spec.channels}-channel {spec.size} px ones; set "
                           "bundled_size/bundled_channels (or img_size) to what it was trained on")
     deployed = reparameterize(float_model).eval()
-    calib = _calibration_batches(data.train, config.qat_calib_images)
+    data.train.set_epoch(0, 0)
+    calib = first_images(data.train, config.qat_calib_images)
     nncf = import_nncf()
     from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, OverflowFix
 
@@ -145,13 +146,13 @@ def _quantizers(model: nn.Module) -> list[nn.Module]:
     return [m for m in model.modules() if isinstance(m, BaseQuantizer)]
 
 
-def _runtime_runners(path: Path) -> dict:
-    """Batch runners for the int8 file in each installed runtime."""
+def _runtime_runners(path: Path, threads: int | None = None) -> dict:
+    """Batch runners for the ONNX file at ``path`` in each installed runtime."""
     from ..runtime.sessions import RuntimeUnavailableError, onnx_runner, openvino_runner
 
     runners = {}
-    for runtime, make in (("onnxruntime", lambda: onnx_runner(path, stop_spinning=True)),
-                          ("openvino", lambda: openvino_runner(path))):
+    for runtime, make in (("onnxruntime", lambda: onnx_runner(path, threads, stop_spinning=True)),
+                          ("openvino", lambda: openvino_runner(path, threads=threads))):
         with contextlib.suppress(RuntimeUnavailableError):  # not installed: the other runtime checks the file
             runners[runtime] = make()
     return runners
@@ -204,7 +205,6 @@ def int8_figures(path: str | Path, float_model: nn.Module, batches, *, threads: 
     compares int8 with the faster float32 runtime under the same load."""
     from ..runtime.export import write_onnx_file
     from ..runtime.quantize import median_latencies
-    from ..runtime.sessions import RuntimeUnavailableError, onnx_runner, openvino_runner
 
     module = float_model.eval().cpu()
     images, labels = [], []
@@ -219,14 +219,10 @@ def int8_figures(path: str | Path, float_model: nn.Module, batches, *, threads: 
     with tempfile.TemporaryDirectory(prefix=".qat-float-") as work:
         float_onnx = Path(work) / "float32.onnx"
         write_onnx_file(module, x[:1], float_onnx, True, {})
-        makers = {"onnxruntime": lambda p: onnx_runner(p, threads, stop_spinning=True),
-                  "openvino": lambda p: openvino_runner(p, threads=threads)}
+        int8_runners = _runtime_runners(Path(path), threads)
         runners = {}
-        for runtime, make in makers.items():
-            try:
-                runners[(runtime, "float32")], runners[(runtime, "int8")] = make(float_onnx), make(Path(path))
-            except RuntimeUnavailableError:
-                continue
+        for runtime, float_run in _runtime_runners(float_onnx, threads).items():
+            runners[(runtime, "float32")], runners[(runtime, "int8")] = float_run, int8_runners[runtime]
             top1 = np.concatenate([runners[(runtime, "int8")](x[i:i + 16].numpy()) for i in range(0, len(x), 16)])
             top1 = top1.argmax(1)
             figures[runtime] = {"agreement": 100 * float((top1 == reference).mean()),

@@ -316,14 +316,9 @@ class Trainer:
     def qat_images(self) -> torch.Tensor:
         """Up to 32 held-out images the int8 files are checked on."""
         if self._qat_images is None:
-            kept, seen = [], 0
-            for x, _, _ in self.data.eval:
-                if x is not None:
-                    kept.append(x)
-                    seen += len(x)
-                    if seen >= 32:
-                        break
-            self._qat_images = torch.cat(kept)[:32]
+            from .qat import first_images
+
+            self._qat_images = torch.cat(first_images(self.data.eval, 32))
         return self._qat_images
 
     # ---------------------------------------------------------------------------------------------- the loop
