@@ -14,7 +14,6 @@ section of BENCHMARKS.md.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
 import sys
 import tempfile
@@ -25,6 +24,7 @@ import torch
 
 import ghostnets
 from ghostnets.data import FashionMNIST
+from ghostnets.measure.machine import cpu_flags
 from ghostnets.runtime.export import write_onnx_file
 from ghostnets.runtime.quantize import import_nncf, quiet_nncf
 from ghostnets.runtime.sessions import on_own_thread, onnx_runner, openvino_runner
@@ -36,13 +36,7 @@ CALIBRATION_IMAGES = 300
 
 
 def cpu_has_vnni() -> str:
-    flags = set()
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-                break
-    found = sorted(flags & {"avx512_vnni", "avx_vnni", "amx_int8"})
+    found = sorted(cpu_flags() & {"avx512_vnni", "avx_vnni", "amx_int8"})
     return ", ".join(found) if found else "none (no avx512_vnni, avx_vnni or amx_int8 in /proc/cpuinfo)"
 
 

@@ -60,14 +60,24 @@ def memory_bandwidth_gbs(megabytes: int = 256, repeats: int = 3, threads: int | 
     return 2 * src.numel() * 4 / seconds / 1e9
 
 
-def cpu_name() -> str:
+def _cpuinfo(field: str) -> str | None:
+    """The first ``field`` line's value in /proc/cpuinfo (Linux), or None."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
+            if line.split(":", 1)[0].strip() == field:
                 return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    return None
+
+
+def cpu_name() -> str:
+    return _cpuinfo("model name") or platform.processor() or platform.machine()
+
+
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags as Linux lists them (``avx512_vnni``, ``amx_int8``, ...); empty elsewhere."""
+    return set((_cpuinfo("flags") or "").split())
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import gc
+import os
 import signal
 import threading
 import traceback
@@ -16,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import GhostnetsError
+from ..measure.machine import cpu_flags
 
 Runner = Callable[[np.ndarray], np.ndarray]
 DEPLOY_EXTRA = "pip install 'ghostnets[deploy]'"
@@ -76,8 +78,42 @@ def openvino_core():
     return ov.Core()
 
 
+# oneDNN's order of x86 instruction sets: the newest below AMX (AVX-512 with VNNI, BF16 and FP16 kept)
+_BELOW_AMX = "AVX512_CORE_FP16"
+
+
+def _avoid_amx_kernels() -> None:
+    """Cap OpenVINO's oneDNN below AMX (``ONEDNN_MAX_CPU_ISA``) on CPUs that have AMX, unless the environment sets it.
+
+    OpenVINO 2026.4.1's AMX int8 kernels (``brgconv_avx512_amx_1x1_I8``) crash with SIGSEGV inside their JIT code on
+    an int8 GhostNet whose last stage is 2x2 (a 32-px input) at batches of 1 and 16, not 100 (Xeon with amx_int8; the
+    same file runs under the cap, where AVX-512 VNNI kernels take those layers). oneDNN reads the variable once, when
+    its first kernel is made, so this runs when ``ghostnets.runtime`` is imported, before any OpenVINO or NNCF call.
+    The cap binds torch's own oneDNN too if torch has not used it yet (float32 kernels are the same; bfloat16 ones
+    lose AMX). ``ONEDNN_MAX_CPU_ISA=ALL`` in the environment brings AMX back (docs/reference.md, 'OpenVINO on AMX
+    CPUs').
+    """
+    if "amx_int8" in cpu_flags() and not (os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA")):
+        os.environ["ONEDNN_MAX_CPU_ISA"] = _BELOW_AMX
+
+
+_avoid_amx_kernels()
+
+
 _ASYNC_SIGNALS = frozenset(signal.valid_signals()) - {signal.SIGSEGV, signal.SIGBUS, signal.SIGFPE, signal.SIGILL,
                                                        signal.SIGABRT, signal.SIGTRAP}
+
+
+def _unblock_in_child() -> None:
+    """A process forked from a thread of :func:`on_own_thread` (or from a thread it started: thread pools inherit the
+    mask) starts with that mask; OpenVINO's telemetry forks such children and ends them with SIGTERM after 3 s, which
+    a blocked SIGTERM made them survive: one hung in ``getaddrinfo`` with no network, and the parent waited for it at
+    exit, for ever. The child has no plugins or signal stacks to protect: it takes signals again."""
+    if signal.pthread_sigmask(signal.SIG_BLOCK, []) >= {signal.SIGINT, signal.SIGTERM, signal.SIGCHLD}:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _ASYNC_SIGNALS)
+
+
+os.register_at_fork(after_in_child=_unblock_in_child)
 
 
 def on_own_thread(fn: Callable, *args, **kwargs):
