@@ -61,6 +61,15 @@ def write_section(name: str, body: str) -> None:
     os.replace(tmp, BENCHMARKS_MD)
 
 
+def int8_section(name: str) -> str:
+    """The BENCHMARKS.md section of an int8 figure on this machine: ``name`` on a CPU without int8 dot products,
+    ``name_vnni`` on one with them (VNNI, AMX, Arm's dot product): the two kinds disagree on int8 accuracy and speed,
+    and a run on one must not replace the other's figures."""
+    from ghostnets.runtime.quantize import default_weight_bits
+
+    return name + ("_vnni" if default_weight_bits() == 8 else "")
+
+
 def command_line() -> str:
     return "python " + " ".join([os.path.relpath(sys.argv[0], ROOT)] + sys.argv[1:])
 

@@ -40,7 +40,7 @@ from ghostnets.transforms import randomize_batchnorm
 from trained_224 import MODELS as TRAINED
 from trained_224 import checkpoint, data_file, train_at_224
 
-from common import command_line, environment, write_section
+from common import command_line, environment, int8_section, write_section
 
 MODELS = ("ghostnet_100", "ghostnetv2_100", "repghostnet_100")
 OURS = ("eager", "compile", "export-onnxruntime", "export-openvino", "onnxruntime", "openvino")
@@ -169,7 +169,7 @@ def int8_part(args, workdir: Path) -> str:
             report = quantize_model(deployed, workdir / f"{name}_int8", spec=spec, calib=calib, held_out=control_x,
                                     backend="auto", overwrite=True, threads=args.threads,
                                     min_agreement=args.control_bar / 100,
-                                    runs=args.int8_runs)
+                                    runs=args.int8_runs, weight_bits=args.int8_weight_bits)
         except Exception as e:
             rows.append(f"| {name} | — | — | — | — | — | — | failed: {str(e)[:300]} |")
             print(rows[-1], file=sys.stderr, flush=True)
@@ -183,11 +183,13 @@ def int8_part(args, workdir: Path) -> str:
         acc_f = (float_top1 == labels).float().mean().item()
         acc_i = (int8_top1 == labels).float().mean().item()
         kept = report.kept_float
-        rows.append(f"| {name} | {report.backend} ({getattr(report, 'method', '')}) | {agreement:.1%} | "
+        rows.append(f"| {name} | {report.backend} ({report.method}, {report.weight_bits}-bit weights) | "
+                    f"{agreement:.1%} | "
                     f"{acc_f:.1%} | {acc_i:.1%} | {report.float_ms:.2f} | {report.int8_ms:.2f} | "
                     f"**{report.int8_ms / report.float_ms:.2f}** | {len(kept)}: {', '.join(kept[:6])}"
                     f"{' ...' if len(kept) > 6 else ''} | {seconds:.0f} |")
-        notes.append(f"- {name}: {report.reason}")
+        notes.append(f"- {name}: {report.reason}. Candidates (on the control images): "
+                     + "; ".join(f.summary() for f in report.candidates.values()))
         print(rows[-1], file=sys.stderr, flush=True)
     return "\n".join([
         "## INT8 on models trained at 224 px (accuracy-aware post-training quantization)",
@@ -263,6 +265,8 @@ def main() -> int:
                         "reach on its images, above the 99 %% target so that the images it never saw clear 99 %%")
     parser.add_argument("--int8-runs", type=int, default=60, help="batch-1 timed calls per INT8 candidate")
     parser.add_argument("--int8-models", default=",".join(TRAINED))
+    parser.add_argument("--int8-weight-bits", type=int, choices=(7, 8), help="default: by this CPU "
+                        "(ghostnets.runtime.quantize.default_weight_bits)")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
     unknown = set(args.parts.split(",")) - set(PARTS)
@@ -275,7 +279,7 @@ def main() -> int:
         body = fn(args, workdir)
         print(body, flush=True)
         if not args.no_write:
-            write_section(section, body)
+            write_section(int8_section(section) if part == "int8" else section, body)
     return 0
 
 

@@ -3,10 +3,11 @@
 x86 int8 kernels without VNNI (AVX2) add pairs of u8 x s8 products in saturating int16, which full-range weights can
 overflow (NNCF docs, ``OverflowFix``; onnxruntime's ``reduce_range``). This measures what that costs on this machine:
 each model of benchmarks/trained_224.py is quantized without accuracy control, calibrated on 300 evenly spaced
-training images, by NNCF for OpenVINO (``OverflowFix.FIRST_LAYER``, NNCF's default, vs ``ENABLE``, what
-``ghostnets export --int8`` uses) and by onnxruntime's ``quantize_static`` (``reduce_range`` False vs True). It reports
-the top-1 agreement with float32 and both top-1s on all 2,000 held-out test images. Writes the ``int8_weight_range``
-section of BENCHMARKS.md.
+training images, by NNCF for OpenVINO (``OverflowFix.DISABLE``, ghostnets' 8-bit weights; ``FIRST_LAYER``, NNCF's
+default; ``ENABLE``, ghostnets' 7-bit weights) and by onnxruntime's ``quantize_static`` (``reduce_range`` False vs
+True). It reports the top-1 agreement with float32 and both top-1s on all 2,000 held-out test images. Writes the
+``int8_weight_range`` section of BENCHMARKS.md on a CPU without int8 dot products, ``int8_weight_range_vnni`` on one
+with them (``ghostnets.runtime.quantize.default_weight_bits``).
 
     python benchmarks/int8_weight_range.py [--models ghostnet_100,...] [--threads 2] [--no-write]
 """
@@ -30,7 +31,7 @@ from ghostnets.runtime.quantize import import_nncf, quiet_nncf
 from ghostnets.runtime.sessions import on_own_thread, onnx_runner, openvino_runner
 from trained_224 import checkpoint, data_file
 
-from common import command_line, environment, write_section
+from common import command_line, environment, int8_section, write_section
 
 CALIBRATION_IMAGES = 300
 
@@ -102,11 +103,13 @@ def measure(name: str, threads: int) -> list[str]:
     with tempfile.TemporaryDirectory(prefix="int8-range-") as work:
         float_onnx = Path(work) / "float.onnx"
         write_onnx_file(deployed, x[:1], float_onnx, True, {})
-        for fix, weights in (("first_layer_only", "8-bit (7-bit first conv; NNCF's default)"),
-                             ("enable", "7-bit dense, 8-bit depthwise (ghostnets)")):
+        for fix, weights in (("disable", "8-bit (ghostnets, weight_bits=8)"),
+                             ("first_layer_only", "8-bit (7-bit first conv; NNCF's default)"),
+                             ("enable", "7-bit dense, 8-bit depthwise (ghostnets, weight_bits=7)")):
             path = openvino_int8(float_onnx, calib, fix, Path(work) / f"ov-{fix}.xml")
             rows.append(row("openvino", weights, openvino_runner(path, threads=threads)))
-        for reduce_range, weights in ((False, "8-bit (onnxruntime's default)"), (True, "7-bit (ghostnets)")):
+        for reduce_range, weights in ((False, "8-bit (onnxruntime's default; ghostnets, weight_bits=8)"),
+                                      (True, "7-bit (ghostnets, weight_bits=7)")):
             path = onnxruntime_int8(float_onnx, calib, reduce_range, Path(work) / f"ort-{int(reduce_range)}.onnx")
             rows.append(row("onnxruntime", weights, onnx_runner(path, threads)))
     return rows
@@ -132,7 +135,7 @@ def main() -> int:
             "images; agreement and top-1 on all 2,000 held-out test images.\n\n" + "\n".join(rows))
     print(body)
     if not args.no_write:
-        write_section("int8_weight_range", body)
+        write_section(int8_section("int8_weight_range"), body)
     return 0
 
 

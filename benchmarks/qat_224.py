@@ -12,7 +12,9 @@ Equivalent command per model (what this runs):
 
     ghostnets train --qat runs/int8-224/NAME/last.safetensors \
         --data runs/int8-224/fashion_mnist_600_200_per_class.npz --out runs/qat-224/NAME workers=0 threads=2 \
-        checkpoint_every=20
+        checkpoint_every=20 qat_overflow_fix=FIX
+
+FIX: ``--overflow-fix``; by default ``disable`` (8-bit weights) on a CPU with int8 dot products, else ``enable``.
 """
 
 from __future__ import annotations
@@ -21,25 +23,27 @@ import argparse
 import json
 import sys
 
+from ghostnets.runtime.quantize import default_weight_bits
 from ghostnets.train import load_recipe, train, update_config
 from ghostnets.train.qat import qat_settings
 from trained_224 import MODELS, checkpoint, data_file
 
-from common import ROOT, command_line, environment, write_section
+from common import ROOT, command_line, environment, int8_section, write_section
 
 RUNS = ROOT / "runs" / "qat-224"
 
 
-def qat_run(name: str, threads: int) -> dict:
-    """The QAT run of ``name``: reused when finished, resumed when stopped, else started."""
-    out = RUNS / name
+def qat_run(name: str, threads: int, overflow_fix: str) -> dict:
+    """The QAT run of ``name``: reused when finished, resumed when stopped, else started (one folder per weight
+    range: ``NAME`` with 7-bit dense weights, ``NAME-8bit`` with 8-bit ones)."""
+    out = RUNS / (name + ("" if overflow_fix == "enable" else "-8bit"))
     if (out / "summary.json").exists():
         return json.loads((out / "summary.json").read_text())
     if (out / "checkpoint.pth").exists():
         return _resume(out)
     config = qat_settings(load_recipe("qat"), checkpoint(name))
     config = update_config(config, {"data": str(data_file()), "workers": 0, "threads": threads,
-                                    "checkpoint_every": 20}, "qat_224")
+                                    "checkpoint_every": 20, "qat_overflow_fix": overflow_fix}, "qat_224")
     return train(config, out, force=True, progress_bar=False)
 
 
@@ -72,24 +76,28 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default=",".join(MODELS[:3]))
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--overflow-fix", choices=("enable", "disable"), help="qat_overflow_fix: enable (7-bit dense "
+                        "weights) or disable (8-bit); default: by this CPU, as ghostnets export --int8 chooses")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
+    fix = args.overflow_fix or ("disable" if default_weight_bits() == 8 else "enable")
     summaries = {}
     for name in args.models.split(","):
         if not checkpoint(name).exists():
             print(f"{name}: no trained 224-px model ({checkpoint(name)}); run benchmarks/trained_224.py first",
                   file=sys.stderr)
             continue
-        summaries[name] = qat_run(name, args.threads)
+        summaries[name] = qat_run(name, args.threads, fix)
         print(name, json.dumps(summaries[name]["int8"]), flush=True)
     body = ("## Quantization-aware training at 224 px (`ghostnets train --qat`)\n\n"
             f"Machine: {environment(args.threads)}.\n\nRegenerate: `{command_line()}`\n\n"
+            f"Weights: qat_overflow_fix={fix} ({'7-bit dense' if fix == 'enable' else '8-bit'} weights).\n\n"
             "Held-out: the 2,000 test images of runs/int8-224's subset (none used in training or calibration). "
             "Latency: batch 1, median of 36 interleaved runs of all four files in one process, after training.\n\n"
             + table(summaries))
     print(body)
     if not args.no_write:
-        write_section("qat_224", body)
+        write_section(int8_section("qat_224"), body)
     return 0
 
 
