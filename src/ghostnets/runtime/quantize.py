@@ -26,7 +26,7 @@ MatMuls). On x86 CPUs without VNNI (AVX2, e.g. an AMD EPYC), the u8 x s8 int8 ke
 products in saturating int16, and full-range weights overflow them. On ghostnet_100 trained at 224 px, all-int8
 post-training quantization then agreed with float32 on 87.8-87.9 % of 2,000 held-out images (top-1 75.5-76.4 % vs
 82.5 %); with 7-bit weights, 97.1-97.2 % (top-1 81.8-81.9 %). On a Xeon with VNNI and AMX nothing saturates and the
-lost bit costs OpenVINO agreement: 98.05 % with 8 bits, 96.60 % with 7 (BENCHMARKS.md, ``int8_weight_range``). The
+lost bit costs OpenVINO agreement: 98.25 % with 8 bits, 96.60 % with 7 (BENCHMARKS.md, ``int8_weight_range_vnni``). The
 NNCF docs describe the issue (``nncf.quantization.advanced_parameters.OverflowFix``). A file made with 8-bit weights
 is computed wrongly on a CPU without VNNI: quantize for such a CPU with ``weight_bits=7``.
 
