@@ -400,6 +400,17 @@ def test_wrong_width_lists_shapes_and_names_the_architecture(tmp_path):
         ghostnets.create_model("ghostnet_100", checkpoint_path=path)
 
 
+def test_the_guess_names_training_forms_first_and_deploy_forms_when_no_training_form_fits(monkeypatch):
+    import ghostnets.checkpoint as checkpoint_module
+
+    monkeypatch.setattr(checkpoint_module, "list_models", lambda: ["ghostnet_050", "ghostnet_130", "repghostnet_050"])
+    guess = checkpoint_module._guess_architecture
+    assert guess(_sd("ghostnet_130")) == ["ghostnet_130"]
+    deployed = ghostnets.reparameterize(ghostnets.create_model("repghostnet_050")).state_dict()
+    assert guess(deployed) == ["repghostnet_050 (deploy form)"]
+    assert guess({"conv_stem.weight": torch.zeros(7, 3, 3, 3)}) == []
+
+
 @pytest.mark.slow  # the message's guess builds every registered model
 def test_wrong_family_lists_missing_and_unexpected_keys(tmp_path):
     v2 = tmp_path / "v2.pth"

@@ -236,14 +236,16 @@ def _backbone_shapes(name: str, deploy: bool) -> dict[str, tuple[int, ...]]:
 
 
 def _guess_architecture(state_dict: StateDict) -> list[str]:
-    """Registered names (training or deploy form) whose keys and shapes match the file's backbone."""
+    """Registered names whose keys and shapes match the file's backbone: in training form, else in deploy form (the
+    deploy forms, whose re-parameterization on the meta device costs most of the search, only when no training form
+    matches)."""
     shapes = {k: tuple(v.shape) for k, v in state_dict.items() if not k.startswith(("classifier.", "fc."))}
-    found = []
-    for name in list_models():
-        for deploy in (False, True):
-            if shapes == _backbone_shapes(name, deploy):
-                found.append(name + (" (deploy form)" if deploy else ""))
-    return found
+    for deploy in (False, True):
+        found = [name + (" (deploy form)" if deploy else "") for name in list_models()
+                 if shapes == _backbone_shapes(name, deploy)]
+        if found:
+            return found
+    return []
 
 
 def _mismatch_message(model, path, missing, unexpected, wrong, state_dict) -> str:
