@@ -11,6 +11,7 @@ Four parts, each its own section of BENCHMARKS.md (``--parts`` picks; all by def
 - ``int8``: ``quantize_model`` (backend auto, accuracy control at 99 % top-1 agreement) on models trained at 224 px
   on the bundled Fashion-MNIST (benchmarks/trained_224.py): agreement and top-1 measured on test images that took no
   part in calibration or in the accuracy control, batch-1 latency of both, the layers kept in float.
+  Its section is ``deploy_int8_vnni`` on a CPU with int8 dot products (``common.int8_section``).
 - ``roofline``: ghostnet_100 at batch 32 (and 1) on the best runtime against the machine's measured peak: per-kind
   bound, measured time and the gap.
 

@@ -4,7 +4,8 @@ Each model of benchmarks/trained_224.py is fine-tuned with ``ghostnets train --q
 the float model as teacher) on the same 600 training images per class; agreement, top-1 and batch-1 latency of
 float32 and int8 in ONNX Runtime and OpenVINO are measured by the run itself on the 2,000 held-out test images (none
 took part in training or calibration). A finished run is reused, a stopped one resumed (delete
-``runs/qat-224/NAME`` to redo it). Writes the ``qat_224`` section of BENCHMARKS.md.
+``runs/qat-224/NAME`` to redo it). Writes the ``qat_224`` section of BENCHMARKS.md (``qat_224_vnni`` on a CPU
+with int8 dot products: ``common.int8_section``).
 
     python benchmarks/qat_224.py [--models ghostnet_100,...] [--threads 2] [--no-write]
 
