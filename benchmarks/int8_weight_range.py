@@ -27,7 +27,7 @@ import ghostnets
 from ghostnets.data import FashionMNIST
 from ghostnets.measure.machine import cpu_flags
 from ghostnets.runtime.export import write_onnx_file
-from ghostnets.runtime.quantize import import_nncf, quiet_nncf
+from ghostnets.runtime.quantize import INT8_DOT_PRODUCT_FLAGS, import_nncf, quiet_nncf
 from ghostnets.runtime.sessions import on_own_thread, onnx_runner, openvino_runner
 from trained_224 import checkpoint, data_file
 
@@ -37,8 +37,8 @@ CALIBRATION_IMAGES = 300
 
 
 def cpu_has_vnni() -> str:
-    found = sorted(cpu_flags() & {"avx512_vnni", "avx_vnni", "amx_int8"})
-    return ", ".join(found) if found else "none (no avx512_vnni, avx_vnni or amx_int8 in /proc/cpuinfo)"
+    found = sorted(cpu_flags() & INT8_DOT_PRODUCT_FLAGS)
+    return ", ".join(found) if found else f"none (no {', '.join(sorted(INT8_DOT_PRODUCT_FLAGS))} in /proc/cpuinfo)"
 
 
 def openvino_int8(float_onnx: Path, calib: torch.Tensor, fix: str, out: Path) -> Path:

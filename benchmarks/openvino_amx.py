@@ -28,8 +28,8 @@ import torch
 import ghostnets
 from ghostnets.data import FashionMNIST
 from ghostnets.runtime.export import write_onnx_file
-from ghostnets.runtime.quantize import _weight_range, import_nncf, quiet_nncf
-from ghostnets.runtime.sessions import on_own_thread, openvino_runner
+from ghostnets.runtime.sessions import openvino_runner
+from int8_weight_range import CALIBRATION_IMAGES, openvino_int8
 from trained_224 import checkpoint, data_file
 
 from common import command_line, environment, write_section
@@ -38,24 +38,14 @@ SETTINGS = {"cap below AMX (ghostnets)": None, "AMX allowed": "ALL"}
 
 
 def make_files(work: Path) -> tuple[Path, Path]:
-    import openvino as ov
-
     model = ghostnets.create_model(None, checkpoint_path=checkpoint("ghostnet_100")).eval()
     transform = model.record.input.transform()
     train = FashionMNIST("train", file=data_file())
-    calib = torch.stack([transform(train[int(i)][0]) for i in np.linspace(0, len(train) - 1, 300).astype(int)])
-    float_onnx, int8_xml = work / "float32.onnx", work / "int8.xml"
+    picks = np.linspace(0, len(train) - 1, CALIBRATION_IMAGES).astype(int)
+    calib = torch.stack([transform(train[int(i)][0]) for i in picks])
+    float_onnx = work / "float32.onnx"
     write_onnx_file(ghostnets.reparameterize(model).eval(), calib[:1], float_onnx, True, {})
-    nncf = import_nncf()
-
-    def quantize():
-        with quiet_nncf():
-            return nncf.quantize(ov.convert_model(str(float_onnx)), nncf.Dataset([b.numpy() for b in calib.split(1)]),
-                                 preset=nncf.QuantizationPreset.MIXED, subset_size=len(calib),
-                                 advanced_parameters=_weight_range(8))
-
-    ov.save_model(on_own_thread(quantize), str(int8_xml), compress_to_fp16=False)
-    return float_onnx, int8_xml
+    return float_onnx, openvino_int8(float_onnx, calib, "disable", work / "int8.xml")  # disable: 8-bit weights
 
 
 def child(paths: list[str], threads: int, blocks: int = 15, calls: int = 10) -> dict:
