@@ -10,7 +10,8 @@ Four parts, each its own section of BENCHMARKS.md (``--parts`` picks; all by def
   callables of one model and batch are timed in interleaved blocks in one run: only ratios carry over.
 - ``int8``: ``quantize_model`` (backend auto, accuracy control at 99 % top-1 agreement) on models trained at 224 px
   on the bundled Fashion-MNIST (benchmarks/trained_224.py): agreement and top-1 measured on test images that took no
-  part in calibration or in the accuracy control, batch-1 latency of both, the layers kept in float.
+  part in calibration or in the accuracy control, batch-1 latency of both, the layers kept in float; and, for an
+  OpenVINO int8 file, batch-32 throughput against the faster float32 runtime (``--int8-batch``).
   Its section is ``deploy_int8_vnni`` on a CPU with int8 dot products (``common.int8_section``).
 - ``roofline``: ghostnet_100 at batch 32 (and 1) on the best runtime against the machine's measured peak: per-kind
   bound, measured time and the gap.
@@ -184,10 +185,11 @@ def int8_part(args, workdir: Path) -> str:
         acc_f = (float_top1 == labels).float().mean().item()
         acc_i = (int8_top1 == labels).float().mean().item()
         kept = report.kept_float
+        batched = int8_batched(report.path, deployed, args) if args.int8_batch else "—"
         rows.append(f"| {name} | {report.backend} ({report.method}, {report.weight_bits}-bit weights) | "
                     f"{agreement:.1%} | "
                     f"{acc_f:.1%} | {acc_i:.1%} | {report.float_ms:.2f} | {report.int8_ms:.2f} | "
-                    f"**{report.int8_ms / report.float_ms:.2f}** | {len(kept)}: {', '.join(kept[:6])}"
+                    f"**{report.int8_ms / report.float_ms:.2f}** | {batched} | {len(kept)}: {', '.join(kept[:6])}"
                     f"{' ...' if len(kept) > 6 else ''} | {seconds:.0f} |")
         notes.append(f"- {name}: {report.reason}. Candidates (on the control images): "
                      + "; ".join(f.summary() for f in report.candidates.values()))
@@ -207,12 +209,35 @@ def int8_part(args, workdir: Path) -> str:
         "Target: int8 / float32 <= 0.6 with >= 99 % agreement.",
         "",
         "| model | backend (method) | agreement | float32 top-1 | int8 top-1 | float32 ms | int8 ms | int8 / float32 | "
-        "layers kept in float | quantize s |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        f"batch {args.int8_batch}: float32 ms, int8 ms, int8 / faster float32 | layers kept in float | quantize s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
         *rows,
         "",
         *notes,
     ])
+
+
+def int8_batched(path: Path, deployed: torch.nn.Module, args) -> str:
+    """Batch ``args.int8_batch``: the OpenVINO int8 file (reshaped) against the float32 deploy form in both runtimes,
+    interleaved blocks; '—' for an onnxruntime file (written for batch 1)."""
+    from ghostnets.runtime.export import write_onnx_file
+
+    path = Path(path)
+    if path.suffix != ".xml":
+        return "—"
+    batch = args.int8_batch
+    float_onnx = path.with_name(path.stem + "-float32-dynamic.onnx")
+    write_onnx_file(deployed, torch.randn(1, 3, SIZE, SIZE), float_onnx, True, {})
+    shape = (batch, 3, SIZE, SIZE)
+    runs = {"onnxruntime": onnx_runner(float_onnx, args.threads, stop_spinning=True),
+            "openvino": openvino_runner(float_onnx, shape=shape, threads=args.threads),
+            "int8": openvino_runner(path, shape=shape, threads=args.threads)}
+    x = np.random.default_rng(0).random(shape, dtype=np.float32)
+    calls = max(5, args.int8_runs // batch)
+    times = time_interleaved({k: partial(run, x) for k, run in runs.items()}, calls, warmup=2, block=max(1, calls // 5))
+    faster = min(("onnxruntime", "openvino"), key=lambda k: np.median(times[k]))
+    ratio = np.median([a / b for a, b in zip(times["int8"], times[faster])])
+    return f"{np.median(times[faster]):.1f} ({faster}), {np.median(times['int8']):.1f}, **{ratio:.2f}**"
 
 
 def build_int8_runner(path: Path, threads: int):
@@ -266,6 +291,7 @@ def main() -> int:
                         "reach on its images, above the 99 %% target so that the images it never saw clear 99 %%")
     parser.add_argument("--int8-runs", type=int, default=60, help="batch-1 timed calls per INT8 candidate")
     parser.add_argument("--int8-models", default=",".join(TRAINED))
+    parser.add_argument("--int8-batch", type=int, default=32, help="batch size of the int8 throughput figure (0: none)")
     parser.add_argument("--int8-weight-bits", type=int, choices=(7, 8), help="default: by this CPU "
                         "(ghostnets.runtime.quantize.default_weight_bits)")
     parser.add_argument("--no-write", action="store_true")

@@ -29,7 +29,7 @@ from ghostnets.measure.machine import cpu_flags
 from ghostnets.runtime.export import write_onnx_file
 from ghostnets.runtime.quantize import INT8_DOT_PRODUCT_FLAGS, import_nncf, quiet_nncf
 from ghostnets.runtime.sessions import on_own_thread, onnx_runner, openvino_runner
-from trained_224 import checkpoint, data_file
+from trained_224 import checkpoint, data_file, trained
 
 from common import command_line, environment, int8_section, write_section
 
@@ -123,11 +123,7 @@ def main() -> int:
     args = parser.parse_args()
     rows = ["| model | runtime | weights | agreement with float32 | float32 top-1 | int8 top-1 |",
             "|---|---|---|---|---|---|"]
-    for name in args.models.split(","):
-        if not checkpoint(name).exists():
-            print(f"{name}: no trained 224-px model ({checkpoint(name)}); run benchmarks/trained_224.py first",
-                  file=sys.stderr)
-            continue
+    for name in trained(args.models):
         rows += measure(name, args.threads)
     body = ("## INT8 with full-range and half-range weights (all-int8 post-training quantization, 224 px)\n\n"
             f"Machine: {environment(args.threads)}. VNNI: {cpu_has_vnni()}.\n\nRegenerate: `{command_line()}`\n\n"

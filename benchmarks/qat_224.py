@@ -27,7 +27,7 @@ import sys
 from ghostnets.runtime.quantize import default_weight_bits
 from ghostnets.train import load_recipe, train, update_config
 from ghostnets.train.qat import qat_settings
-from trained_224 import MODELS, checkpoint, data_file
+from trained_224 import MODELS, checkpoint, data_file, trained
 
 from common import ROOT, command_line, environment, int8_section, write_section
 
@@ -83,11 +83,7 @@ def main() -> int:
     args = parser.parse_args()
     fix = args.overflow_fix or ("disable" if default_weight_bits() == 8 else "enable")
     summaries = {}
-    for name in args.models.split(","):
-        if not checkpoint(name).exists():
-            print(f"{name}: no trained 224-px model ({checkpoint(name)}); run benchmarks/trained_224.py first",
-                  file=sys.stderr)
-            continue
+    for name in trained(args.models):
         summaries[name] = qat_run(name, args.threads, fix)
         print(name, json.dumps(summaries[name]["int8"]), flush=True)
     body = ("## Quantization-aware training at 224 px (`ghostnets train --qat`)\n\n"

@@ -43,6 +43,18 @@ def checkpoint(name: str) -> Path:
     return RUNS / name / "last.safetensors"
 
 
+def trained(names: str) -> list[str]:
+    """The models of the comma-separated ``names`` that have a finished run; the others are named on stderr."""
+    found = []
+    for name in names.split(","):
+        if checkpoint(name).exists():
+            found.append(name)
+        else:
+            print(f"{name}: no trained 224-px model ({checkpoint(name)}); run benchmarks/trained_224.py first",
+                  file=sys.stderr)
+    return found
+
+
 def train_at_224(name: str, epochs: int = 2, threads: int = 2) -> dict:
     """Train ``name`` at 224 px (or reuse the finished run) and return its summary."""
     cfg = update_config(load_recipe("quick"), {

@@ -113,6 +113,7 @@ def test_onnxruntime_int8_file_is_qdq_and_agrees_as_reported(bundled, model, bit
     assert InputSpec.from_dict(json.loads(props["ghostnets.input"])) == SPEC
     assert json.loads(props["ghostnets.class_names"])[-1] == "j"
     assert json.loads(props["ghostnets.int8"])["weight_bits"] == report.weight_bits == bits
+    assert json.loads(props["ghostnets.int8"])["activations"] == report.activations == "asymmetric"  # the default
 
     session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
     def run(x):
@@ -156,6 +157,8 @@ def test_openvino_int8_ir_has_fake_quantize_and_agrees_as_reported(bundled, mode
     types = [op.get_type_name() for op in ir.get_ops()]
     assert types.count("FakeQuantize") > 20
     assert ir.get_rt_info(["ghostnets", "precision"]).astype(str) == "int8"
+    assert json.loads(ir.get_rt_info(["ghostnets", "int8"]).astype(str))["activations"] == "asymmetric"
+    assert report.activations == "asymmetric"
     compiled = openvino_core().compile_model(str(out), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
     def run(x):
         return compiled([x])[compiled.output(0)]
@@ -173,6 +176,53 @@ def test_openvino_int8_ir_has_fake_quantize_and_agrees_as_reported(bundled, mode
             largest.setdefault(node.get_type_name(), []).append(int(np.abs(op.get_data().astype(int)).max()))
     assert max(largest["Convolution"] + largest["MatMul"]) <= 64 and min(largest["GroupConvolution"]) >= 120
     assert len(largest["Convolution"]) > 20
+
+
+def _activation_ranges(path: Path) -> list[tuple[float, float]]:
+    """(lo, hi) of each quantized activation, read from the file: OpenVINO's FakeQuantize input range of a tensor that
+    is not a constant; onnxruntime's QuantizeLinear (scale, zero point) as the range of its integer type."""
+    if path.suffix == ".xml":
+        ranges = []
+        for op in openvino_core().read_model(str(path)).get_ordered_ops():
+            if op.get_type_name() == "FakeQuantize" and op.input_value(0).get_node().get_type_name() != "Constant":
+                lo, hi = (float(op.input_value(i).get_node().get_data().ravel()[0]) for i in (1, 2))
+                ranges.append((lo, hi))
+        return ranges
+    proto = onnx.load(str(path))
+    init = {t.name: onnx.numpy_helper.to_array(t) for t in proto.graph.initializer}
+    ranges = []
+    for node in proto.graph.node:
+        if node.op_type == "QuantizeLinear" and node.input[0] not in init:
+            scale, zero = float(init[node.input[1]]), init[node.input[2]]
+            info = np.iinfo(zero.dtype)
+            ranges.append(((info.min - int(zero)) * scale, (info.max - int(zero)) * scale))
+    return ranges
+
+
+@pytest.mark.parametrize("backend", ["openvino", "onnxruntime"])
+def test_symmetric_activations_have_no_zero_point_and_asymmetric_ones_do(bundled, model, backend):
+    suffix = {"openvino": ".xml", "onnxruntime": ".onnx"}[backend]
+    found = {}
+    for activations in ("symmetric", "asymmetric"):
+        out = bundled / f"{activations}{suffix}"
+        report = quantize_model(model, out, spec=SPEC, calib=images("train"), held_out=images("test"),
+                                backend=backend, min_agreement=0, activations=activations, **FAST)
+        assert report.activations == activations
+        found[activations] = ranges = _activation_ranges(out)
+        assert len(ranges) > 20
+    # symmetric: a signed tensor in [-128 s, 127 s] (int8, no zero point), a non-negative one in [0, 255 s]
+    for lo, hi in found["symmetric"]:
+        assert lo == 0 or lo == pytest.approx(-hi * 128 / 127, rel=1e-4), (lo, hi)
+    assert any(lo < 0 for lo, _ in found["symmetric"])  # the residual sums are signed
+    # asymmetric: signed tensors get their own [lo, hi], off-centre (a zero point)
+    skewed = [(lo, hi) for lo, hi in found["asymmetric"] if lo < 0 and lo != pytest.approx(-hi * 128 / 127, rel=1e-2)]
+    assert len(skewed) > 5
+
+
+def test_activations_other_than_symmetric_or_asymmetric_are_refused(bundled, model):
+    with pytest.raises(QuantizeError, match="activations is asymmetric or symmetric"):
+        quantize_model(model, bundled / "m.onnx", spec=SPEC, calib=images("train"), held_out=images("test"),
+                       backend="onnxruntime", activations="signed", **FAST)
 
 
 def test_a_backend_short_of_agreement_is_retried_with_depthwise_layers_in_float(bundled, model, monkeypatch):

@@ -35,6 +35,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--int8-weight-bits", type=int, choices=(7, 8), help="with --int8: weights in 7 bits (half the "
                    "int8 range: CPUs without VNNI saturate on full-range weights) or 8 (default: 8 on a CPU with "
                    "VNNI, AMX or Arm's dot product, else 7; quantize with 7 for a CPU without them)")
+    p.add_argument("--int8-activations", choices=("asymmetric", "symmetric"), help="with --int8: signed "
+                   "activations in their own [lo, hi] with a zero point (default: more accurate, and onnxruntime's "
+                   "fast path) or in [-a, a] without one, for targets that require it")
     p.add_argument("--threads", type=int, help="threads for the int8 latency measure (default: the runtime's)")
     p.add_argument("--force", action="store_true", help="replace --out if it exists")
     add_ema_flags(p)
@@ -59,8 +62,8 @@ def run(args: argparse.Namespace) -> int:
     fmt = args.format or FORMAT_OF_SUFFIX.get(args.out.suffix)
     if args.int8:
         return run_int8(args, fmt)
-    if args.int8_backend or args.threads is not None or args.int8_weight_bits is not None:
-        raise ValueError("--int8-backend, --int8-weight-bits and --threads go with --int8")
+    if args.int8_backend or args.threads is not None or args.int8_weight_bits is not None or args.int8_activations:
+        raise ValueError("--int8-backend, --int8-weight-bits, --int8-activations and --threads go with --int8")
     if fmt is None:
         raise ValueError(f"pass --format onnx|openvino or an --out ending in .onnx or .xml (got {args.out.name})")
     if args.out.exists() and not args.force:  # before any work
@@ -96,11 +99,12 @@ def run_int8(args: argparse.Namespace, fmt: str | None) -> int:
     report = quantize_model(model, args.out, calib=calib, held_out=held_out,
                             backend=backend, overwrite=args.force, input_size=tuple(args.input_size or ()) or None,
                             dynamic_batch=args.dynamic_batch, threads=args.threads,
-                            min_agreement=args.min_agreement / 100, weight_bits=args.int8_weight_bits)
+                            min_agreement=args.min_agreement / 100, weight_bits=args.int8_weight_bits,
+                            activations=args.int8_activations or "asymmetric")
     for figures in report.candidates.values():
         print(f"  {figures.summary()}")
     print(f"top-1 agreement with float32: {report.agreement:.2%} of {report.held_out} held-out images "
-          f"({report.weight_bits}-bit weights)")
+          f"({report.weight_bits}-bit weights, {report.activations} activations)")
     print(f"batch-1 latency: float32 {report.float_ms:.2f} ms, int8 {report.int8_ms:.2f} ms "
           f"({report.float_ms / report.int8_ms:.2f}x)")
     print(f"backend: {report.backend}: {report.reason}")

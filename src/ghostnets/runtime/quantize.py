@@ -3,10 +3,18 @@
 Two backends, both starting from the verified float32 ONNX file :func:`~ghostnets.runtime.export.export_model` writes:
 
 * ``onnxruntime``: ``onnxruntime.quantization.quantize_static`` -> a QDQ ``.onnx`` (per-channel symmetric int8
-  weights, asymmetric uint8 activations: the u8s8 kernels are onnxruntime's fast path on x86; s8 activations ran
-  about twice as slow here);
-* ``openvino``: NNCF ``nncf.quantize`` (preset MIXED) on the OpenVINO model -> an ``.xml``/``.bin`` IR with
-  FakeQuantize operations, which the CPU plugin runs as int8.
+  weights; activations: see below);
+* ``openvino``: NNCF ``nncf.quantize`` on the OpenVINO model -> an ``.xml``/``.bin`` IR with FakeQuantize
+  operations, which the CPU plugin runs as int8.
+
+``activations``: ``"asymmetric"`` (the default: a signed tensor in its own [lo, hi], with a zero point; NNCF's preset
+MIXED, onnxruntime's uint8) or ``"symmetric"`` (in [-a, a], no zero point; NNCF's preset PERFORMANCE, onnxruntime's
+int8 with ``ActivationSymmetric``). A tensor that is never negative (after a ReLU) gets [0, hi] either way. On
+ghostnet_100 trained at 224 px (all-int8, 2,000 held-out images, a Xeon with VNNI; BENCHMARKS.md,
+``int8_activations_vnni``) symmetric activations cost agreement with float32 (OpenVINO 96.95 % vs 98.00 %,
+onnxruntime 97.80 % vs 98.05 %) and bought OpenVINO little speed (0.68x vs 0.71x of float32 at batch 1, 0.52x vs
+0.53x at batch 32); onnxruntime ran them 2.8x slower than float32 (its s8s8 path), against 0.88x for its u8s8 one.
+Symmetric is for targets that require it.
 
 ``auto`` builds both, measures their batch-1 latency and their top-1 agreement with float32 on held-out images, and
 keeps the faster of those that agree on at least 99 %. A backend that falls short is retried accuracy-aware, keeping
@@ -66,6 +74,7 @@ MIN_AGREEMENT = 0.99
 LATENCY_RUNS = 36
 # x86 VNNI (AVX-512 or AVX), AMX int8, Arm's dot product: int8 multiply-adds into int32, nothing saturates
 INT8_DOT_PRODUCT_FLAGS = frozenset({"avx512_vnni", "avx_vnni", "amx_int8", "asimddp"})
+ACTIVATIONS = ("asymmetric", "symmetric")
 
 
 def default_weight_bits(flags: set[str] | None = None) -> int:
@@ -91,6 +100,7 @@ class BackendFigures:
     error: str | None = None
     method: str = "ptq"  # "ptq": all int8; "accuracy-control" / "sensitivity" / "depthwise-float": a retry
     worse_retry: str | None = None  # a retry that agreed less than all-int8 (all-int8 was kept), described
+    activations: str = "asymmetric"  # "symmetric" or "asymmetric" (module notes)
 
     def summary(self) -> str:
         if self.error:
@@ -120,9 +130,11 @@ class QuantizeReport:
     threads: int | None = None
     method: str = "ptq"
     weight_bits: int = 7
+    activations: str = "asymmetric"
 
     def summary(self) -> str:
-        return (f"int8 {self.backend} {self.path} ({self.weight_bits}-bit weights): top-1 agreement with float32 "
+        return (f"int8 {self.backend} {self.path} ({self.weight_bits}-bit weights, {self.activations} activations): "
+                "top-1 agreement with float32 "
                 f"{self.agreement:.2%} on {self.held_out} held-out images; batch 1: {self.float_ms:.2f} ms float32 -> "
                 f"{self.int8_ms:.2f} ms int8")
 
@@ -164,10 +176,11 @@ def median_latencies(runners: dict[str, Callable[[np.ndarray], object]], x: np.n
 
 
 def int8_metadata(meta: dict[str, str], backend: str, calib: int, kept_float: list[str],
-                  method: str = "ptq", weight_bits: int = 7) -> dict[str, str]:
+                  method: str = "ptq", weight_bits: int = 7, activations: str = "asymmetric") -> dict[str, str]:
     return {**meta, "ghostnets.precision": "int8",
             "ghostnets.int8": json.dumps({"backend": backend, "method": method, "calibration_images": calib,
-                                          "kept_float": kept_float, "weight_bits": weight_bits})}
+                                          "kept_float": kept_float, "weight_bits": weight_bits,
+                                          "activations": activations})}
 
 
 # --- onnxruntime -------------------------------------------------------------------------------------------------
@@ -189,7 +202,7 @@ def _ort_depthwise(path: Path) -> list[str]:
 
 
 def _ort_quantize(float_onnx: Path, work: Path, calib: np.ndarray, dynamic_batch: bool, exclude: list[str],
-                  weight_bits: int) -> Path:
+                  weight_bits: int, activations: str = "asymmetric") -> Path:
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -205,14 +218,16 @@ def _ort_quantize(float_onnx: Path, work: Path, calib: np.ndarray, dynamic_batch
             batch = next(self.batches, None)
             return None if batch is None else {"input": batch}
 
-    out = work / f"ort-int8{'-dwfloat' if exclude else ''}.onnx"
+    out = work / f"ort-int8-{activations}{'-dwfloat' if exclude else ''}.onnx"
+    symmetric = activations == "symmetric"
     root = logging.getLogger()
     level = root.level
     root.setLevel(logging.ERROR)  # quantize_static's advice goes to the root logger
     try:
         quantize_static(str(prepared), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                        reduce_range=weight_bits == 7, weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8,
-                        nodes_to_exclude=exclude or None)
+                        reduce_range=weight_bits == 7, weight_type=QuantType.QInt8,
+                        activation_type=QuantType.QInt8 if symmetric else QuantType.QUInt8,
+                        extra_options={"ActivationSymmetric": symmetric}, nodes_to_exclude=exclude or None)
     finally:
         root.setLevel(level)
     return out
@@ -262,7 +277,14 @@ def _weight_range(weight_bits: int):
     return AdvancedQuantizationParameters(overflow_fix=OverflowFix.ENABLE if weight_bits == 7 else OverflowFix.DISABLE)
 
 
-def _ov_quantize(float_onnx: Path, calib: np.ndarray, dynamic_batch: bool, ignore: list[str], weight_bits: int):
+def _preset(activations: str):
+    """NNCF's preset: PERFORMANCE (symmetric weights and activations) or MIXED (asymmetric activations)."""
+    nncf = import_nncf()
+    return nncf.QuantizationPreset.PERFORMANCE if activations == "symmetric" else nncf.QuantizationPreset.MIXED
+
+
+def _ov_quantize(float_onnx: Path, calib: np.ndarray, dynamic_batch: bool, ignore: list[str], weight_bits: int,
+                 activations: str = "asymmetric"):
     import openvino as ov
 
     nncf = import_nncf()
@@ -275,7 +297,7 @@ def _ov_quantize(float_onnx: Path, calib: np.ndarray, dynamic_batch: bool, ignor
     nncf.set_log_level(logging.ERROR)
     try:
         with quiet_nncf():
-            return nncf.quantize(model, nncf.Dataset(batches), preset=nncf.QuantizationPreset.MIXED,
+            return nncf.quantize(model, nncf.Dataset(batches), preset=_preset(activations),
                                  subset_size=len(batches), ignored_scope=scope,
                                  advanced_parameters=_weight_range(weight_bits))
     finally:
@@ -294,7 +316,8 @@ def _ov_float_layers(model) -> list[str]:
 
 
 def _ov_accuracy_control(float_onnx: Path, calib: np.ndarray, held: np.ndarray, reference: np.ndarray,
-                         dynamic_batch: bool, min_agreement: float, weight_bits: int):
+                         dynamic_batch: bool, min_agreement: float, weight_bits: int,
+                         activations: str = "asymmetric"):
     """NNCF ``quantize_with_accuracy_control``: top-1 agreement with float32's ``reference`` on ``held`` is the
     metric (float32 scores 1.0), ``max_drop = 1 - min_agreement`` absolute; returns the model and its float layers."""
     import openvino as ov
@@ -320,7 +343,7 @@ def _ov_accuracy_control(float_onnx: Path, calib: np.ndarray, held: np.ndarray, 
             quantized = nncf.quantize_with_accuracy_control(
                 model, nncf.Dataset(_batches(calib, dynamic_batch)), nncf.Dataset(items, lambda item: item[0]),
                 agreement, max_drop=max(0.0, 1.0 - min_agreement), drop_type=nncf.DropType.ABSOLUTE,
-                preset=nncf.QuantizationPreset.MIXED, subset_size=len(calib) // step or 1,
+                preset=_preset(activations), subset_size=len(calib) // step or 1,
                 advanced_quantization_parameters=_weight_range(weight_bits))
     finally:
         nncf.set_log_level(previous)
@@ -340,11 +363,11 @@ class _Candidate:
 
 def _build(backend: str, float_onnx: Path, work: Path, calib: np.ndarray, held: np.ndarray, reference: np.ndarray,
            dynamic_batch: bool, threads: int | None, meta: dict[str, str], min_agreement: float, weight_bits: int,
-           sensitive: list[str] | None = None) -> _Candidate:
+           activations: str, sensitive: list[str] | None = None) -> _Candidate:
     """One backend's int8 file: all-int8 first; below ``min_agreement`` (when it is above 0) retried accuracy-aware
     (OpenVINO: NNCF's accuracy control; onnxruntime: ``sensitive``, the layers that kept OpenVINO's model at the bar,
     or else its depthwise convolutions, excluded from quantization)."""
-    figures = BackendFigures(backend)
+    figures = BackendFigures(backend, activations=activations)
 
     def agreement(run) -> float:
         return float((_top1(run, held, dynamic_batch) == reference).mean())
@@ -362,8 +385,9 @@ def _build(backend: str, float_onnx: Path, work: Path, calib: np.ndarray, held: 
 
     if backend == "onnxruntime":
         def attempt(exclude: list[str], method: str) -> tuple[Path, Callable]:
-            path = _ort_quantize(float_onnx, work, calib, dynamic_batch, exclude, weight_bits)
-            _ort_write_metadata(path, int8_metadata(meta, backend, len(calib), exclude, method, weight_bits))
+            path = _ort_quantize(float_onnx, work, calib, dynamic_batch, exclude, weight_bits, activations)
+            _ort_write_metadata(path, int8_metadata(meta, backend, len(calib), exclude, method, weight_bits,
+                                                    activations))
             return path, onnx_runner(path, threads, stop_spinning=True)
 
         path, run = attempt([], "ptq")
@@ -380,19 +404,19 @@ def _build(backend: str, float_onnx: Path, work: Path, calib: np.ndarray, held: 
     import openvino as ov
 
     def save(model, kept: list[str], method: str, tag: str) -> tuple[list[Path], Callable]:
-        for key, value in int8_metadata(meta, backend, len(calib), kept, method, weight_bits).items():
+        for key, value in int8_metadata(meta, backend, len(calib), kept, method, weight_bits, activations).items():
             model.set_rt_info(value, ["ghostnets", key.removeprefix("ghostnets.")])
         xml = work / f"ov-int8{tag}.xml"
         ov.save_model(model, str(xml), compress_to_fp16=False)
         return [xml, xml.with_suffix(".bin")], openvino_runner(xml, threads=threads)
 
     # NNCF compiles with Cores of its own: on a thread of their own (sessions.on_own_thread)
-    files, run = save(on_own_thread(_ov_quantize, float_onnx, calib, dynamic_batch, [], weight_bits), [], "ptq",
-                      "")
+    files, run = save(on_own_thread(_ov_quantize, float_onnx, calib, dynamic_batch, [], weight_bits, activations), [],
+                      "ptq", "")
     figures.agreement = agreement(run)
     if min_agreement > 0 and figures.agreement < min_agreement:
         model, kept = on_own_thread(_ov_accuracy_control, float_onnx, calib, held, reference, dynamic_batch,
-                                    min_agreement, weight_bits)
+                                    min_agreement, weight_bits, activations)
         files, run = better((files, run), save(model, kept, "accuracy-control", "-ac"), "accuracy-control", kept)
     return _Candidate(figures, files, openvino_runner(ov.convert_model(str(float_onnx)), threads=threads), run)
 
@@ -438,7 +462,7 @@ def quantize_model(model: nn.Module, out: str | Path, *, spec: InputSpec | None 
                    backend: str = "auto", overwrite: bool = False,
                    input_size: tuple[int, int] | None = None, dynamic_batch: bool = False, threads: int | None = None,
                    min_agreement: float = MIN_AGREEMENT, runs: int = LATENCY_RUNS,
-                   weight_bits: int | None = None) -> QuantizeReport:
+                   weight_bits: int | None = None, activations: str = "asymmetric") -> QuantizeReport:
     """Quantize ``model``'s deploy form to INT8 with real ``calib`` images and write it to ``out``.
 
     ``backend``: ``"onnxruntime"`` (``out`` must end in ``.onnx``), ``"openvino"`` (``.xml``, with its ``.bin``) or
@@ -448,6 +472,7 @@ def quantize_model(model: nn.Module, out: str | Path, *, spec: InputSpec | None 
     :func:`calibration_images` and :func:`held_out_images`. Latency: median of ``runs`` batch-1 runs on ``threads``
     threads (``None``: the runtime's default). The file carries :func:`export_metadata` plus ``ghostnets.precision =
     int8``. ``weight_bits``: 7 or 8 (``None``: :func:`default_weight_bits`, by this CPU; see the module notes).
+    ``activations``: ``"asymmetric"`` or ``"symmetric"`` (module notes), for every backend tried.
     Raises :class:`QuantizeError` (nothing written) when no backend reaches ``min_agreement``, even with its
     depthwise convolutions kept in float.
     """
@@ -468,6 +493,8 @@ def quantize_model(model: nn.Module, out: str | Path, *, spec: InputSpec | None 
     weight_bits = default_weight_bits() if weight_bits is None else weight_bits
     if weight_bits not in (7, 8):
         raise QuantizeError(f"weight_bits is 7 (half-range weights, for CPUs without VNNI) or 8, got {weight_bits!r}")
+    if activations not in ACTIVATIONS:
+        raise QuantizeError(f"activations is asymmetric or symmetric, got {activations!r}")
     if not 0 <= min_agreement <= 1:
         raise QuantizeError(f"min_agreement is a fraction between 0 and 1, got {min_agreement}")
     if calib is None or not len(calib) or held_out is None or not len(held_out):
@@ -502,7 +529,7 @@ def quantize_model(model: nn.Module, out: str | Path, *, spec: InputSpec | None 
                 sensitive = ov.figures.kept_float if ov is not None and ov.figures.method == "accuracy-control" \
                     else None
                 candidates[name] = _build(name, float_onnx, work, calib_x, held_x, reference, dynamic_batch, threads,
-                                          meta, min_agreement, weight_bits, sensitive)
+                                          meta, min_agreement, weight_bits, activations, sensitive)
             except Exception as e:
                 if backend != "auto":
                     if isinstance(e, ExportError):
@@ -531,4 +558,4 @@ def quantize_model(model: nn.Module, out: str | Path, *, spec: InputSpec | None 
     return QuantizeReport(final[0], winner, figures.agreement, figures.float_ms, figures.int8_ms,
                           list(figures.kept_float), reason, {b: c.figures for b, c in candidates.items()},
                           files=[p for p in final if p.exists()], held_out=len(held_x), threads=threads,
-                          method=figures.method, weight_bits=weight_bits)
+                          method=figures.method, weight_bits=weight_bits, activations=figures.activations)
