@@ -219,10 +219,35 @@ def test_symmetric_activations_have_no_zero_point_and_asymmetric_ones_do(bundled
     assert len(skewed) > 5
 
 
-def test_activations_other_than_symmetric_or_asymmetric_are_refused(bundled, model):
-    with pytest.raises(QuantizeError, match="activations is asymmetric or symmetric"):
+@pytest.mark.parametrize("backend", ["openvino", "onnxruntime"])
+def test_histogram_ranges_come_from_the_distribution_not_the_extremes(bundled, model, backend):
+    """``ranges="histogram"`` sets each activation range from the calibration values' distribution. onnxruntime's
+    Percentile method (99.999 %) clips the overall minimum and maximum that its ``minmax`` (MinMax) takes: never
+    wider, and narrower where the extremes are rare. NNCF's ``minmax`` is the mean of the batches' extremes
+    (MEAN_MINMAX), which its HISTOGRAM estimate may widen or narrow: there, the ranges must differ."""
+    suffix = {"openvino": ".xml", "onnxruntime": ".onnx"}[backend]
+    found = {}
+    for ranges in ("minmax", "histogram"):
+        out = bundled / f"{ranges}{suffix}"
+        report = quantize_model(model, out, spec=SPEC, calib=images("train"), held_out=images("test"),
+                                backend=backend, min_agreement=0, ranges=ranges, **FAST)
+        assert report.ranges == ranges
+        found[ranges] = _activation_ranges(out)
+    assert len(found["minmax"]) == len(found["histogram"]) > 20
+    widths = [(h_hi - h_lo) / (m_hi - m_lo) for (m_lo, m_hi), (h_lo, h_hi) in zip(found["minmax"], found["histogram"])]
+    if backend == "onnxruntime":
+        assert max(widths) < 1.02  # one quantization step of slack
+        assert sum(w < 0.99 for w in widths) >= 10
+    else:
+        assert sum(abs(w - 1) > 0.05 for w in widths) > len(widths) // 4
+
+
+@pytest.mark.parametrize(("option", "value", "message"), [("activations", "signed", "activations is asymmetric"),
+                                                         ("ranges", "entropy", "ranges is minmax or histogram")])
+def test_other_activations_or_ranges_are_refused(bundled, model, option, value, message):
+    with pytest.raises(QuantizeError, match=message):
         quantize_model(model, bundled / "m.onnx", spec=SPEC, calib=images("train"), held_out=images("test"),
-                       backend="onnxruntime", activations="signed", **FAST)
+                       backend="onnxruntime", **{option: value}, **FAST)
 
 
 def test_a_backend_short_of_agreement_is_retried_with_depthwise_layers_in_float(bundled, model, monkeypatch):

@@ -16,6 +16,11 @@ onnxruntime 97.80 % vs 98.05 %) and bought OpenVINO little speed (0.68x vs 0.71x
 0.53x at batch 32); onnxruntime ran them 2.8x slower than float32 (its s8s8 path), against 0.88x for its u8s8 one.
 Symmetric is for targets that require it.
 
+``ranges``: each activation's range from the calibration values' extremes, ``"minmax"`` (the default: NNCF's mean of
+the batches' minima and maxima, onnxruntime's MinMax), or from their distribution, ``"histogram"`` (NNCF's
+``RangeEstimatorParametersSet.HISTOGRAM``; onnxruntime's ``CalibrationMethod.Percentile``, 99.999 %: its Entropy
+method left uint8 ranges at MinMax's). See BENCHMARKS.md, ``int8_calibration_vnni``, for what each bought.
+
 ``auto`` builds both, measures their batch-1 latency and their top-1 agreement with float32 on held-out images, and
 keeps the faster of those that agree on at least 99 %. A backend that falls short is retried accuracy-aware, keeping
 as few layers in float as the bar allows, and the report and the file's metadata name them:
@@ -75,6 +80,9 @@ LATENCY_RUNS = 36
 # x86 VNNI (AVX-512 or AVX), AMX int8, Arm's dot product: int8 multiply-adds into int32, nothing saturates
 INT8_DOT_PRODUCT_FLAGS = frozenset({"avx512_vnni", "avx_vnni", "amx_int8", "asimddp"})
 ACTIVATIONS = ("asymmetric", "symmetric")
+RANGES = ("minmax", "histogram")
+# onnxruntime's calibration method for each ``ranges``
+ORT_RANGES = {"minmax": "MinMax", "histogram": "Percentile"}  # Entropy left uint8 ranges at MinMax's
 
 
 def default_weight_bits(flags: set[str] | None = None) -> int:
@@ -100,7 +108,6 @@ class BackendFigures:
     error: str | None = None
     method: str = "ptq"  # "ptq": all int8; "accuracy-control" / "sensitivity" / "depthwise-float": a retry
     worse_retry: str | None = None  # a retry that agreed less than all-int8 (all-int8 was kept), described
-    activations: str = "asymmetric"  # "symmetric" or "asymmetric" (module notes)
 
     def summary(self) -> str:
         if self.error:
@@ -131,6 +138,7 @@ class QuantizeReport:
     method: str = "ptq"
     weight_bits: int = 7
     activations: str = "asymmetric"
+    ranges: str = "minmax"
 
     def summary(self) -> str:
         return (f"int8 {self.backend} {self.path} ({self.weight_bits}-bit weights, {self.activations} activations): "
@@ -176,11 +184,12 @@ def median_latencies(runners: dict[str, Callable[[np.ndarray], object]], x: np.n
 
 
 def int8_metadata(meta: dict[str, str], backend: str, calib: int, kept_float: list[str],
-                  method: str = "ptq", weight_bits: int = 7, activations: str = "asymmetric") -> dict[str, str]:
+                  method: str = "ptq", weight_bits: int = 7, activations: str = "asymmetric",
+                  ranges: str = "minmax") -> dict[str, str]:
     return {**meta, "ghostnets.precision": "int8",
             "ghostnets.int8": json.dumps({"backend": backend, "method": method, "calibration_images": calib,
                                           "kept_float": kept_float, "weight_bits": weight_bits,
-                                          "activations": activations})}
+                                          "activations": activations, "ranges": ranges})}
 
 
 # --- onnxruntime -------------------------------------------------------------------------------------------------
@@ -202,8 +211,14 @@ def _ort_depthwise(path: Path) -> list[str]:
 
 
 def _ort_quantize(float_onnx: Path, work: Path, calib: np.ndarray, dynamic_batch: bool, exclude: list[str],
-                  weight_bits: int, activations: str = "asymmetric") -> Path:
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+                  weight_bits: int, activations: str = "asymmetric", ranges: str = "minmax") -> Path:
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     prepared = work / "ort-prepared.onnx"
@@ -218,7 +233,7 @@ def _ort_quantize(float_onnx: Path, work: Path, calib: np.ndarray, dynamic_batch
             batch = next(self.batches, None)
             return None if batch is None else {"input": batch}
 
-    out = work / f"ort-int8-{activations}{'-dwfloat' if exclude else ''}.onnx"
+    out = work / f"ort-int8-{activations}-{ranges}{'-dwfloat' if exclude else ''}.onnx"
     symmetric = activations == "symmetric"
     root = logging.getLogger()
     level = root.level
@@ -227,7 +242,8 @@ def _ort_quantize(float_onnx: Path, work: Path, calib: np.ndarray, dynamic_batch
         quantize_static(str(prepared), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
                         reduce_range=weight_bits == 7, weight_type=QuantType.QInt8,
                         activation_type=QuantType.QInt8 if symmetric else QuantType.QUInt8,
-                        extra_options={"ActivationSymmetric": symmetric}, nodes_to_exclude=exclude or None)
+                        extra_options={"ActivationSymmetric": symmetric}, nodes_to_exclude=exclude or None,
+                        calibrate_method=CalibrationMethod[ORT_RANGES[ranges]])
     finally:
         root.setLevel(level)
     return out
@@ -269,12 +285,18 @@ def import_nncf():
     return nncf
 
 
-def _weight_range(weight_bits: int):
-    """7 bits: NNCF's ``OverflowFix.ENABLE``, dense conv and MatMul weights in half of the int8 range (see the module
-    notes: int8 kernels without VNNI saturate on full-range weights); 8: ``OverflowFix.DISABLE``, the full range."""
+def _advanced(weight_bits: int, ranges: str = "minmax"):
+    """NNCF's advanced parameters. Weights: 7 bits, ``OverflowFix.ENABLE``, dense conv and MatMul weights in half of
+    the int8 range (see the module notes: int8 kernels without VNNI saturate on full-range weights); 8:
+    ``OverflowFix.DISABLE``, the full range. Activation ranges: ``minmax`` NNCF's default, ``histogram`` its
+    ``RangeEstimatorParametersSet.HISTOGRAM``."""
     from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, OverflowFix
+    from nncf.quantization.range_estimator import RangeEstimatorParametersSet
 
-    return AdvancedQuantizationParameters(overflow_fix=OverflowFix.ENABLE if weight_bits == 7 else OverflowFix.DISABLE)
+    extra = {"activations_range_estimator_params": RangeEstimatorParametersSet.HISTOGRAM} if ranges == "histogram" \
+        else {}
+    return AdvancedQuantizationParameters(overflow_fix=OverflowFix.ENABLE if weight_bits == 7 else OverflowFix.DISABLE,
+                                          **extra)
 
 
 def _preset(activations: str):
@@ -284,7 +306,7 @@ def _preset(activations: str):
 
 
 def _ov_quantize(float_onnx: Path, calib: np.ndarray, dynamic_batch: bool, ignore: list[str], weight_bits: int,
-                 activations: str = "asymmetric"):
+                 activations: str = "asymmetric", ranges: str = "minmax"):
     import openvino as ov
 
     nncf = import_nncf()
@@ -299,7 +321,7 @@ def _ov_quantize(float_onnx: Path, calib: np.ndarray, dynamic_batch: bool, ignor
         with quiet_nncf():
             return nncf.quantize(model, nncf.Dataset(batches), preset=_preset(activations),
                                  subset_size=len(batches), ignored_scope=scope,
-                                 advanced_parameters=_weight_range(weight_bits))
+                                 advanced_parameters=_advanced(weight_bits, ranges))
     finally:
         nncf.set_log_level(previous)
 
@@ -317,7 +339,7 @@ def _ov_float_layers(model) -> list[str]:
 
 def _ov_accuracy_control(float_onnx: Path, calib: np.ndarray, held: np.ndarray, reference: np.ndarray,
                          dynamic_batch: bool, min_agreement: float, weight_bits: int,
-                         activations: str = "asymmetric"):
+                         activations: str = "asymmetric", ranges: str = "minmax"):
     """NNCF ``quantize_with_accuracy_control``: top-1 agreement with float32's ``reference`` on ``held`` is the
     metric (float32 scores 1.0), ``max_drop = 1 - min_agreement`` absolute; returns the model and its float layers."""
     import openvino as ov
@@ -344,7 +366,7 @@ def _ov_accuracy_control(float_onnx: Path, calib: np.ndarray, held: np.ndarray, 
                 model, nncf.Dataset(_batches(calib, dynamic_batch)), nncf.Dataset(items, lambda item: item[0]),
                 agreement, max_drop=max(0.0, 1.0 - min_agreement), drop_type=nncf.DropType.ABSOLUTE,
                 preset=_preset(activations), subset_size=len(calib) // step or 1,
-                advanced_quantization_parameters=_weight_range(weight_bits))
+                advanced_quantization_parameters=_advanced(weight_bits, ranges))
     finally:
         nncf.set_log_level(previous)
     return quantized, _ov_float_layers(quantized)
@@ -363,11 +385,11 @@ class _Candidate:
 
 def _build(backend: str, float_onnx: Path, work: Path, calib: np.ndarray, held: np.ndarray, reference: np.ndarray,
            dynamic_batch: bool, threads: int | None, meta: dict[str, str], min_agreement: float, weight_bits: int,
-           activations: str, sensitive: list[str] | None = None) -> _Candidate:
+           activations: str, ranges: str, sensitive: list[str] | None = None) -> _Candidate:
     """One backend's int8 file: all-int8 first; below ``min_agreement`` (when it is above 0) retried accuracy-aware
     (OpenVINO: NNCF's accuracy control; onnxruntime: ``sensitive``, the layers that kept OpenVINO's model at the bar,
     or else its depthwise convolutions, excluded from quantization)."""
-    figures = BackendFigures(backend, activations=activations)
+    figures = BackendFigures(backend)
 
     def agreement(run) -> float:
         return float((_top1(run, held, dynamic_batch) == reference).mean())
@@ -385,9 +407,9 @@ def _build(backend: str, float_onnx: Path, work: Path, calib: np.ndarray, held: 
 
     if backend == "onnxruntime":
         def attempt(exclude: list[str], method: str) -> tuple[Path, Callable]:
-            path = _ort_quantize(float_onnx, work, calib, dynamic_batch, exclude, weight_bits, activations)
+            path = _ort_quantize(float_onnx, work, calib, dynamic_batch, exclude, weight_bits, activations, ranges)
             _ort_write_metadata(path, int8_metadata(meta, backend, len(calib), exclude, method, weight_bits,
-                                                    activations))
+                                                    activations, ranges))
             return path, onnx_runner(path, threads, stop_spinning=True)
 
         path, run = attempt([], "ptq")
@@ -404,19 +426,20 @@ def _build(backend: str, float_onnx: Path, work: Path, calib: np.ndarray, held: 
     import openvino as ov
 
     def save(model, kept: list[str], method: str, tag: str) -> tuple[list[Path], Callable]:
-        for key, value in int8_metadata(meta, backend, len(calib), kept, method, weight_bits, activations).items():
+        for key, value in int8_metadata(meta, backend, len(calib), kept, method, weight_bits, activations,
+                                        ranges).items():
             model.set_rt_info(value, ["ghostnets", key.removeprefix("ghostnets.")])
         xml = work / f"ov-int8{tag}.xml"
         ov.save_model(model, str(xml), compress_to_fp16=False)
         return [xml, xml.with_suffix(".bin")], openvino_runner(xml, threads=threads)
 
     # NNCF compiles with Cores of its own: on a thread of their own (sessions.on_own_thread)
-    files, run = save(on_own_thread(_ov_quantize, float_onnx, calib, dynamic_batch, [], weight_bits, activations), [],
-                      "ptq", "")
+    files, run = save(on_own_thread(_ov_quantize, float_onnx, calib, dynamic_batch, [], weight_bits, activations,
+                                    ranges), [], "ptq", "")
     figures.agreement = agreement(run)
     if min_agreement > 0 and figures.agreement < min_agreement:
         model, kept = on_own_thread(_ov_accuracy_control, float_onnx, calib, held, reference, dynamic_batch,
-                                    min_agreement, weight_bits, activations)
+                                    min_agreement, weight_bits, activations, ranges)
         files, run = better((files, run), save(model, kept, "accuracy-control", "-ac"), "accuracy-control", kept)
     return _Candidate(figures, files, openvino_runner(ov.convert_model(str(float_onnx)), threads=threads), run)
 
@@ -462,7 +485,8 @@ def quantize_model(model: nn.Module, out: str | Path, *, spec: InputSpec | None 
                    backend: str = "auto", overwrite: bool = False,
                    input_size: tuple[int, int] | None = None, dynamic_batch: bool = False, threads: int | None = None,
                    min_agreement: float = MIN_AGREEMENT, runs: int = LATENCY_RUNS,
-                   weight_bits: int | None = None, activations: str = "asymmetric") -> QuantizeReport:
+                   weight_bits: int | None = None, activations: str = "asymmetric",
+                   ranges: str = "minmax") -> QuantizeReport:
     """Quantize ``model``'s deploy form to INT8 with real ``calib`` images and write it to ``out``.
 
     ``backend``: ``"onnxruntime"`` (``out`` must end in ``.onnx``), ``"openvino"`` (``.xml``, with its ``.bin``) or
@@ -472,7 +496,8 @@ def quantize_model(model: nn.Module, out: str | Path, *, spec: InputSpec | None 
     :func:`calibration_images` and :func:`held_out_images`. Latency: median of ``runs`` batch-1 runs on ``threads``
     threads (``None``: the runtime's default). The file carries :func:`export_metadata` plus ``ghostnets.precision =
     int8``. ``weight_bits``: 7 or 8 (``None``: :func:`default_weight_bits`, by this CPU; see the module notes).
-    ``activations``: ``"asymmetric"`` or ``"symmetric"`` (module notes), for every backend tried.
+    ``activations``: ``"asymmetric"`` or ``"symmetric"``; ``ranges``: ``"minmax"`` or ``"histogram"`` (module notes),
+    for every backend tried.
     Raises :class:`QuantizeError` (nothing written) when no backend reaches ``min_agreement``, even with its
     depthwise convolutions kept in float.
     """
@@ -495,6 +520,8 @@ def quantize_model(model: nn.Module, out: str | Path, *, spec: InputSpec | None 
         raise QuantizeError(f"weight_bits is 7 (half-range weights, for CPUs without VNNI) or 8, got {weight_bits!r}")
     if activations not in ACTIVATIONS:
         raise QuantizeError(f"activations is asymmetric or symmetric, got {activations!r}")
+    if ranges not in RANGES:
+        raise QuantizeError(f"ranges is minmax or histogram, got {ranges!r}")
     if not 0 <= min_agreement <= 1:
         raise QuantizeError(f"min_agreement is a fraction between 0 and 1, got {min_agreement}")
     if calib is None or not len(calib) or held_out is None or not len(held_out):
@@ -529,7 +556,7 @@ def quantize_model(model: nn.Module, out: str | Path, *, spec: InputSpec | None 
                 sensitive = ov.figures.kept_float if ov is not None and ov.figures.method == "accuracy-control" \
                     else None
                 candidates[name] = _build(name, float_onnx, work, calib_x, held_x, reference, dynamic_batch, threads,
-                                          meta, min_agreement, weight_bits, activations, sensitive)
+                                          meta, min_agreement, weight_bits, activations, ranges, sensitive)
             except Exception as e:
                 if backend != "auto":
                     if isinstance(e, ExportError):
@@ -558,4 +585,4 @@ def quantize_model(model: nn.Module, out: str | Path, *, spec: InputSpec | None 
     return QuantizeReport(final[0], winner, figures.agreement, figures.float_ms, figures.int8_ms,
                           list(figures.kept_float), reason, {b: c.figures for b, c in candidates.items()},
                           files=[p for p in final if p.exists()], held_out=len(held_x), threads=threads,
-                          method=figures.method, weight_bits=weight_bits, activations=figures.activations)
+                          method=figures.method, weight_bits=weight_bits, activations=activations, ranges=ranges)
