@@ -199,17 +199,22 @@ def _activation_ranges(path: Path) -> list[tuple[float, float]]:
     return ranges
 
 
+def _ranges_by_choice(model, folder: Path, backend: str, option: str, choices: tuple[str, str]) -> dict:
+    """Quantize ``model`` once per value of ``option`` (activations / ranges); each file's activation ranges."""
+    found = {}
+    for choice in choices:
+        out = folder / f"{choice}{quantize_module.BACKENDS[backend]}"
+        report = quantize_model(model, out, spec=SPEC, calib=images("train"), held_out=images("test"),
+                                backend=backend, min_agreement=0, **{option: choice}, **FAST)
+        assert getattr(report, option) == choice
+        found[choice] = _activation_ranges(out)
+        assert len(found[choice]) > 20
+    return found
+
+
 @pytest.mark.parametrize("backend", ["openvino", "onnxruntime"])
 def test_symmetric_activations_have_no_zero_point_and_asymmetric_ones_do(bundled, model, backend):
-    suffix = {"openvino": ".xml", "onnxruntime": ".onnx"}[backend]
-    found = {}
-    for activations in ("symmetric", "asymmetric"):
-        out = bundled / f"{activations}{suffix}"
-        report = quantize_model(model, out, spec=SPEC, calib=images("train"), held_out=images("test"),
-                                backend=backend, min_agreement=0, activations=activations, **FAST)
-        assert report.activations == activations
-        found[activations] = ranges = _activation_ranges(out)
-        assert len(ranges) > 20
+    found = _ranges_by_choice(model, bundled, backend, "activations", ("symmetric", "asymmetric"))
     # symmetric: a signed tensor in [-128 s, 127 s] (int8, no zero point), a non-negative one in [0, 255 s]
     for lo, hi in found["symmetric"]:
         assert lo == 0 or lo == pytest.approx(-hi * 128 / 127, rel=1e-4), (lo, hi)
@@ -225,15 +230,8 @@ def test_histogram_ranges_come_from_the_distribution_not_the_extremes(bundled, m
     Percentile method (99.999 %) clips the overall minimum and maximum that its ``minmax`` (MinMax) takes: never
     wider, and narrower where the extremes are rare. NNCF's ``minmax`` is the mean of the batches' extremes
     (MEAN_MINMAX), which its HISTOGRAM estimate may widen or narrow: there, the ranges must differ."""
-    suffix = {"openvino": ".xml", "onnxruntime": ".onnx"}[backend]
-    found = {}
-    for ranges in ("minmax", "histogram"):
-        out = bundled / f"{ranges}{suffix}"
-        report = quantize_model(model, out, spec=SPEC, calib=images("train"), held_out=images("test"),
-                                backend=backend, min_agreement=0, ranges=ranges, **FAST)
-        assert report.ranges == ranges
-        found[ranges] = _activation_ranges(out)
-    assert len(found["minmax"]) == len(found["histogram"]) > 20
+    found = _ranges_by_choice(model, bundled, backend, "ranges", ("minmax", "histogram"))
+    assert len(found["minmax"]) == len(found["histogram"])
     widths = [(h_hi - h_lo) / (m_hi - m_lo) for (m_lo, m_hi), (h_lo, h_hi) in zip(found["minmax"], found["histogram"])]
     if backend == "onnxruntime":
         assert max(widths) < 1.02  # one quantization step of slack
