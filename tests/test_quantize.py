@@ -240,6 +240,14 @@ def test_histogram_ranges_come_from_the_distribution_not_the_extremes(bundled, m
         assert sum(abs(w - 1) > 0.05 for w in widths) > len(widths) // 4
 
 
+def test_histogram_ranges_take_a_calibration_set_that_does_not_fill_the_last_batch(bundled, model):
+    """onnxruntime's Percentile collector stacks each tensor over the calibration batches: 20 images in batches of
+    16 and 4 broke it (ValueError: inhomogeneous shape) before the batches were made of one size."""
+    report = quantize_model(model, bundled / "m.onnx", spec=SPEC, calib=images("train")[:20], held_out=images("test"),
+                            backend="onnxruntime", min_agreement=0, ranges="histogram", dynamic_batch=True, **FAST)
+    assert report.ranges == "histogram" and report.path.exists()
+
+
 @pytest.mark.parametrize(("option", "value", "message"), [("activations", "signed", "activations is asymmetric"),
                                                          ("ranges", "entropy", "ranges is minmax or histogram")])
 def test_other_activations_or_ranges_are_refused(bundled, model, option, value, message):

@@ -227,7 +227,8 @@ def _ort_quantize(float_onnx: Path, work: Path, calib: np.ndarray, dynamic_batch
 
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:
-            self.batches = iter(_batches(calib, dynamic_batch))
+            # onnxruntime's histogram collectors stack each tensor over the batches: they must be of one size
+            self.batches = iter(_batches(calib, dynamic_batch and ranges == "minmax"))
 
         def get_next(self):
             batch = next(self.batches, None)
