@@ -171,7 +171,8 @@ def int8_part(args, workdir: Path) -> str:
             report = quantize_model(deployed, workdir / f"{name}_int8", spec=spec, calib=calib, held_out=control_x,
                                     backend="auto", overwrite=True, threads=args.threads,
                                     min_agreement=args.control_bar / 100,
-                                    runs=args.int8_runs, weight_bits=args.int8_weight_bits)
+                                    runs=args.int8_runs, weight_bits=args.int8_weight_bits,
+                                    **({"ranges": args.int8_ranges} if args.int8_ranges else {}))
         except Exception as e:
             rows.append(f"| {name} | — | — | — | — | — | — | failed: {str(e)[:300]} |")
             print(rows[-1], file=sys.stderr, flush=True)
@@ -186,7 +187,8 @@ def int8_part(args, workdir: Path) -> str:
         acc_i = (int8_top1 == labels).float().mean().item()
         kept = report.kept_float
         batched = int8_batched(report.path, deployed, args) if args.int8_batch else "—"
-        rows.append(f"| {name} | {report.backend} ({report.method}, {report.weight_bits}-bit weights) | "
+        rows.append(f"| {name} | {report.backend} ({report.method}, {report.weight_bits}-bit weights, "
+                    f"{report.ranges} ranges) | "
                     f"{agreement:.1%} | "
                     f"{acc_f:.1%} | {acc_i:.1%} | {report.float_ms:.2f} | {report.int8_ms:.2f} | "
                     f"**{report.int8_ms / report.float_ms:.2f}** | {batched} | {len(kept)}: {', '.join(kept[:6])}"
@@ -291,6 +293,8 @@ def main() -> int:
                         "reach on its images, above the 99 %% target so that the images it never saw clear 99 %%")
     parser.add_argument("--int8-runs", type=int, default=60, help="batch-1 timed calls per INT8 candidate")
     parser.add_argument("--int8-models", default=",".join(TRAINED))
+    parser.add_argument("--int8-ranges", choices=("minmax", "histogram"), help="activation ranges (default: "
+                        "quantize_model's)")
     parser.add_argument("--int8-batch", type=int, default=32, help="batch size of the int8 throughput figure (0: none)")
     parser.add_argument("--int8-weight-bits", type=int, choices=(7, 8), help="default: by this CPU "
                         "(ghostnets.runtime.quantize.default_weight_bits)")

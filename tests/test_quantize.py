@@ -114,6 +114,7 @@ def test_onnxruntime_int8_file_is_qdq_and_agrees_as_reported(bundled, model, bit
     assert json.loads(props["ghostnets.class_names"])[-1] == "j"
     assert json.loads(props["ghostnets.int8"])["weight_bits"] == report.weight_bits == bits
     assert json.loads(props["ghostnets.int8"])["activations"] == report.activations == "asymmetric"  # the default
+    assert json.loads(props["ghostnets.int8"])["ranges"] == report.ranges == "histogram"  # the default
 
     session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
     def run(x):
@@ -249,7 +250,7 @@ def test_histogram_ranges_take_a_calibration_set_that_does_not_fill_the_last_bat
 
 
 @pytest.mark.parametrize(("option", "value", "message"), [("activations", "signed", "activations is asymmetric"),
-                                                         ("ranges", "entropy", "ranges is minmax or histogram")])
+                                                         ("ranges", "entropy", "ranges is histogram or minmax")])
 def test_other_activations_or_ranges_are_refused(bundled, model, option, value, message):
     with pytest.raises(QuantizeError, match=message):
         quantize_model(model, bundled / "m.onnx", spec=SPEC, calib=images("train"), held_out=images("test"),

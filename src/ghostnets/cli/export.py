@@ -38,8 +38,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--int8-activations", choices=("asymmetric", "symmetric"), help="with --int8: signed "
                    "activations in their own [lo, hi] with a zero point (default: more accurate, and onnxruntime's "
                    "fast path) or in [-a, a] without one, for targets that require it")
-    p.add_argument("--int8-ranges", choices=("minmax", "histogram"), help="with --int8: activation ranges from the "
-                   "calibration minima and maxima (default) or from their histograms (clips rare outliers)")
+    p.add_argument("--int8-ranges", choices=("histogram", "minmax"), help="with --int8: activation ranges from the "
+                   "calibration values' histograms (default: clips rare outliers) or from their minima and maxima")
     p.add_argument("--threads", type=int, help="threads for the int8 latency measure (default: the runtime's)")
     p.add_argument("--force", action="store_true", help="replace --out if it exists")
     add_ema_flags(p)
@@ -104,7 +104,7 @@ def run_int8(args: argparse.Namespace, fmt: str | None) -> int:
                             backend=backend, overwrite=args.force, input_size=tuple(args.input_size or ()) or None,
                             dynamic_batch=args.dynamic_batch, threads=args.threads,
                             min_agreement=args.min_agreement / 100, weight_bits=args.int8_weight_bits,
-                            activations=args.int8_activations or "asymmetric", ranges=args.int8_ranges or "minmax")
+                            activations=args.int8_activations or "asymmetric", ranges=args.int8_ranges or "histogram")
     for figures in report.candidates.values():
         print(f"  {figures.summary()}")
     print(f"top-1 agreement with float32: {report.agreement:.2%} of {report.held_out} held-out images "
