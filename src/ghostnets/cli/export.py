@@ -108,7 +108,7 @@ def run_int8(args: argparse.Namespace, fmt: str | None) -> int:
     for figures in report.candidates.values():
         print(f"  {figures.summary()}")
     print(f"top-1 agreement with float32: {report.agreement:.2%} of {report.held_out} held-out images "
-          f"({report.weight_bits}-bit weights, {report.activations} activations)")
+          f"({report.weight_bits}-bit weights, {report.activations} activations, {report.ranges} ranges)")
     print(f"batch-1 latency: float32 {report.float_ms:.2f} ms, int8 {report.int8_ms:.2f} ms "
           f"({report.float_ms / report.int8_ms:.2f}x)")
     print(f"backend: {report.backend}: {report.reason}")

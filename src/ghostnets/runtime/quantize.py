@@ -146,8 +146,8 @@ class QuantizeReport:
     ranges: str = "histogram"
 
     def summary(self) -> str:
-        return (f"int8 {self.backend} {self.path} ({self.weight_bits}-bit weights, {self.activations} activations): "
-                "top-1 agreement with float32 "
+        return (f"int8 {self.backend} {self.path} ({self.weight_bits}-bit weights, {self.activations} activations, "
+                f"{self.ranges} ranges): top-1 agreement with float32 "
                 f"{self.agreement:.2%} on {self.held_out} held-out images; batch 1: {self.float_ms:.2f} ms float32 -> "
                 f"{self.int8_ms:.2f} ms int8")
 
