@@ -14,8 +14,9 @@ from ghostnets.cli import main
 from ghostnets.counting import count_madds
 from ghostnets.measure import profile_layers
 from ghostnets.measure.machine import MachineLimits
-from ghostnets.measure.roofline import UNATTRIBUTED, layer_bounds, module_path, roofline
+from ghostnets.measure.roofline import UNATTRIBUTED, _OpenVinoProfiled, layer_bounds, module_path, roofline
 from ghostnets.registry import build_model
+from ghostnets.runtime.export import write_onnx_file
 from ghostnets.runtime.runtimes import deploy_form
 
 F32 = 4
@@ -151,6 +152,21 @@ def test_tiny_model_through_the_runtime(runtime):
     assert len(report.end_to_end_ms) == 3 and report.gap > 0
     assert all(r.name == UNATTRIBUTED or r.bound_ms >= 0 for r in report.layers)
 
+
+@pytest.mark.runtimes
+def test_openvino_profile_names_the_kernel_each_node_ran(tmp_path):
+    """The per-node profile keeps OpenVINO's exec_type (int8_by_kind.py reads it): a float32 file's convolutions
+    run float32 kernels, and a node that did not run names none."""
+    pytest.importorskip("openvino")
+    x = torch.randn(1, 3, 32, 32)
+    write_onnx_file(deploy_form(SELike().eval()), x, tmp_path / "m.onnx", False, {})
+    profiled = _OpenVinoProfiled(tmp_path / "m.onnx", x.numpy(), 1)
+    profiled(), profiled()
+    nodes = profiled.nodes(skip=1)
+    convs = [n for n in nodes if n.executed and n.type in ("Convolution", "GroupConvolution")]
+    assert len(convs) == 3, nodes
+    assert all("f32" in n.kernel.lower() for n in convs), [n.kernel for n in convs]
+    assert all(n.kernel == "" for n in nodes if not n.executed)
 
 def test_bad_input_is_refused():
     with pytest.raises(ValueError, match="choose one of openvino, onnxruntime"):

@@ -101,12 +101,14 @@ def module_path(node_name: str, modules: Collection[str] | None = None) -> str |
 
 @dataclass
 class NodeTime:
-    """One node of the runtime's compiled graph: its name and type, mean milliseconds per run, whether it ran."""
+    """One node of the runtime's compiled graph: its name and type, mean milliseconds per run, whether it ran, and
+    the kernel that ran it where the runtime names one (OpenVINO's ``exec_type``, e.g. ``brgconv_avx512_1x1_I8``)."""
 
     name: str
     type: str
     ms: float
     executed: bool = True
+    kernel: str = ""
 
 
 @dataclass
@@ -306,22 +308,23 @@ class _OpenVinoProfiled:
         self.ov = require("openvino", "the OpenVINO roofline")
         compiled = openvino_compiled(path, shape=tuple(x.shape), threads=threads, profiling=True)
         self.request, self.x = compiled.create_infer_request(), x
-        self.calls: list[list[tuple[str, str, float, bool]]] = []
+        self.calls: list[list[tuple[str, str, float, bool, str]]] = []
 
     def __call__(self) -> None:
         self.request.infer([self.x], share_inputs=True)
         executed = self.ov.ProfilingInfo.Status.EXECUTED
-        self.calls.append([(i.node_name, i.node_type, i.real_time.total_seconds() * 1e3, i.status == executed)
-                           for i in self.request.get_profiling_info()])
+        self.calls.append([(i.node_name, i.node_type, i.real_time.total_seconds() * 1e3, i.status == executed,
+                            i.exec_type) for i in self.request.get_profiling_info()])
 
     def nodes(self, skip: int) -> list[NodeTime]:
         kept = self.calls[skip:]
         nodes: dict[str, NodeTime] = {}
         for call in kept:
-            for name, kind, ms, executed in call:
+            for name, kind, ms, executed, kernel in call:
                 node = nodes.setdefault(name, NodeTime(name, kind, 0.0, False))
                 node.ms += ms / len(kept)
                 node.executed |= executed
+                node.kernel = kernel if executed else node.kernel
         return list(nodes.values())
 
 
