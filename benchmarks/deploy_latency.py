@@ -191,8 +191,8 @@ def int8_part(args, workdir: Path) -> str:
                     f"{report.ranges} ranges) | "
                     f"{agreement:.1%} | "
                     f"{acc_f:.1%} | {acc_i:.1%} | {report.float_ms:.2f} | {report.int8_ms:.2f} | "
-                    f"**{report.int8_ms / report.float_ms:.2f}** | {batched} | {len(kept)}: {', '.join(kept[:6])}"
-                    f"{' ...' if len(kept) > 6 else ''} | {seconds:.0f} |")
+                    f"**{report.int8_ms / report.float_ms:.2f}** | {batched} | {len(kept)}{': ' if kept else ''}"
+                    f"{', '.join(kept[:6])}{' ...' if len(kept) > 6 else ''} | {seconds:.0f} |")
         notes.append(f"- {name}: {report.reason}. Candidates (on the control images): "
                      + "; ".join(f.summary() for f in report.candidates.values()))
         print(rows[-1], file=sys.stderr, flush=True)
