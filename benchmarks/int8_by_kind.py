@@ -34,7 +34,8 @@ from common import command_line, environment, int8_section, write_section
 # element-wise chain: activations, residual adds, SE scales and the int8 file's requantization)
 KINDS = {"Convolution": "convolution", "GroupConvolution": "depthwise", "Concat": "concat", "Subgraph": "element-wise",
          "Eltwise": "element-wise", "FakeQuantize": "element-wise", "HardSigmoid": "element-wise",
-         "ReduceMean": "pooling", "Pooling": "pooling", "FullyConnected": "linear",
+         "ReduceMean": "pooling", "Pooling": "pooling", "AvgPool": "pooling", "Interpolate": "resize",
+         "FullyConnected": "linear",
          "FullyConnectedQuantizedLegacy": "linear", "Reorder": "reorder"}
 
 
