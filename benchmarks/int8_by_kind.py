@@ -35,8 +35,7 @@ from common import command_line, environment, int8_section, write_section
 KINDS = {"Convolution": "convolution", "GroupConvolution": "depthwise", "Concat": "concat", "Subgraph": "element-wise",
          "Eltwise": "element-wise", "FakeQuantize": "element-wise", "HardSigmoid": "element-wise",
          "ReduceMean": "pooling", "Pooling": "pooling", "AvgPool": "pooling", "Interpolate": "resize",
-         "FullyConnected": "linear",
-         "FullyConnectedQuantizedLegacy": "linear", "Reorder": "reorder"}
+         "FullyConnected": "linear", "FullyConnectedQuantizedLegacy": "linear", "Reorder": "reorder"}
 
 
 def by_kind(nodes) -> tuple[dict[str, float], dict[str, Counter]]:

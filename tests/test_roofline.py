@@ -168,6 +168,7 @@ def test_openvino_profile_names_the_kernel_each_node_ran(tmp_path):
     assert all("f32" in n.kernel.lower() for n in convs), [n.kernel for n in convs]
     assert all(n.kernel == "" for n in nodes if not n.executed)
 
+
 def test_bad_input_is_refused():
     with pytest.raises(ValueError, match="choose one of openvino, onnxruntime"):
         roofline(SELike(), (32, 32), runtime="tensorrt", limits=LIMITS)

@@ -323,8 +323,8 @@ class _OpenVinoProfiled:
             for name, kind, ms, executed, kernel in call:
                 node = nodes.setdefault(name, NodeTime(name, kind, 0.0, False))
                 node.ms += ms / len(kept)
-                node.executed |= executed
-                node.kernel = kernel if executed else node.kernel
+                if executed:
+                    node.executed, node.kernel = True, kernel
         return list(nodes.values())
 
 
