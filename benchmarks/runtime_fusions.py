@@ -1,10 +1,11 @@
 """Computations the runtimes do not find themselves: each rewrite of ``fuse_for_inference`` timed against the deploy
 form in ONNX Runtime and OpenVINO, kept or dropped on the figures.
 
-ghostnet_100 and ghostnetv2_100 at 224 px, random weights, batch 1 (``--batch``), 2 threads; every variant exported
-by ``ghostnets export`` (checked against PyTorch) and all variants of one model timed in interleaved blocks.
+ghostnet_100, ghostnetv2_100 and shufflenetv2_x1_0 at 224 px, random weights, at each of ``--batches``, 2 threads;
+every form exported by ``ghostnets export`` without its own rewrites (``rewrites=False``: the deploy form's graph
+as traced; checked against PyTorch) and all forms of one model timed in interleaved blocks.
 
-    python benchmarks/runtime_fusions.py [--runs 60] [--batch 1] [--threads 2] [--no-write]
+    python benchmarks/runtime_fusions.py [--runs 60] [--batches 1,32] [--threads 2] [--no-write]
 """
 
 from __future__ import annotations
@@ -19,62 +20,80 @@ import numpy as np
 import torch
 
 import ghostnets
-from ghostnets.runtime import build_runtime, deploy_form, time_interleaved
-from ghostnets.runtime.runtimes import RuntimeContext
+from ghostnets.runtime import deploy_form, export_model, time_interleaved
+from ghostnets.runtime.sessions import onnx_runner, openvino_runner
 from ghostnets.transforms import randomize_batchnorm
 from ghostnets.transforms.runtime_fusions import fuse_for_inference
 
 from common import command_line, environment, write_section
 
-VARIANTS = {  # label: fuse_for_inference options
-    "ghost1 concat removed (interleaved)": {"dfc": False, "se": False},
-    "ghost1 halves read in place (split)": {"ghost": "split", "dfc": False, "se": False},
-    "SE as matmuls": {"ghost": False, "dfc": False},
-    "DFC pooling folded": {"ghost": False, "se": False},
+NONE = {"ghost": False, "dfc": False, "se": False, "shuffle": False}
+VARIANTS = {  # label: (the models it applies to, fuse_for_inference options)
+    "ghost1 concat removed (interleaved)": (("ghostnet_100", "ghostnetv2_100"), {**NONE, "ghost": True}),
+    "ghost1 halves read in place (split)": (("ghostnet_100", "ghostnetv2_100"), {**NONE, "ghost": "split"}),
+    "SE as matmuls": (("ghostnet_100", "ghostnetv2_100"), {**NONE, "se": True}),
+    "DFC pooling folded": (("ghostnetv2_100",), {**NONE, "dfc": True}),
+    "channel shuffles removed (kept: ghostnets export applies it)":
+        (("shufflenetv2_x1_0",), {**NONE, "shuffle": True}),
 }
+MODELS = ("ghostnet_100", "ghostnetv2_100", "shufflenetv2_x1_0")
 RUNTIMES = ("onnxruntime", "openvino")
+
+
+def runner(runtime: str, form: torch.nn.Module, path: Path, shape: tuple[int, ...], threads: int):
+    """``form``'s graph as traced (no rewrite of ``ghostnets export``'s own), checked, in ``runtime``."""
+    if not path.exists():
+        export_model(form, path, format="onnx", input_size=shape[-2:], dynamic_batch=True, rewrites=False)
+    if runtime == "onnxruntime":
+        return onnx_runner(path, threads)
+    return openvino_runner(path, shape=shape, threads=threads)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=60)
-    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--batches", default="1,32")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     workdir = Path(tempfile.mkdtemp(prefix="ghostnets-fusions-"))
-    shape = (args.batch, 3, 224, 224)
-    x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    batches = [int(b) for b in args.batches.split(",")]
     rows = []
-    for name in ("ghostnet_100", "ghostnetv2_100"):
+    for name in MODELS:
         deployed = deploy_form(randomize_batchnorm(ghostnets.create_model(name).eval(), seed=1))
         forms = {"deploy": deployed}
-        for label, options in VARIANTS.items():
-            if label.startswith("DFC") and not name.startswith("ghostnetv2"):
-                continue
-            forms[label] = fuse_for_inference(deployed, **options)
-        fns = {(form, rt): build_runtime(rt, model, shape, threads=args.threads,
-                                         context=RuntimeContext(workdir / f"{name}-{i}"))
-               for i, (form, model) in enumerate(forms.items()) for rt in RUNTIMES}
-        times = time_interleaved({k: (lambda f=f: f(x)) for k, f in fns.items()}, args.runs, 5)
-        ms = {k: statistics.median(v) for k, v in times.items()}
-        for form in list(forms)[1:]:
-            cells = " | ".join(f"{ms[('deploy', rt)]:.2f} -> {ms[(form, rt)]:.2f} "
-                               f"(**{ms[(form, rt)] / ms[('deploy', rt)]:.2f}**)" for rt in RUNTIMES)
-            rows.append(f"| {name} | {form} | {cells} |")
-            print(rows[-1], file=sys.stderr, flush=True)
+        for label, (models, options) in VARIANTS.items():
+            if name in models:
+                forms[label] = fuse_for_inference(deployed, **options)
+        for batch in batches:
+            shape = (batch, 3, 224, 224)
+            x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+            fns = {(form, rt): runner(rt, model, workdir / f"{name}-{i}.onnx", shape, args.threads)
+                   for i, (form, model) in enumerate(forms.items()) for rt in RUNTIMES}
+            runs = args.runs if batch == 1 else max(10, 2 * args.runs // batch)
+            times = time_interleaved({k: (lambda f=f, x=x: f(x)) for k, f in fns.items()}, runs, 3,
+                                     block=max(1, runs // 5))
+            for form in list(forms)[1:]:
+                cells = []
+                for rt in RUNTIMES:
+                    ratio = statistics.median(a / b for a, b in zip(times[(form, rt)], times[("deploy", rt)]))
+                    cells.append(f"{statistics.median(times[('deploy', rt)]):.2f} -> "
+                                 f"{statistics.median(times[(form, rt)]):.2f} (**{ratio:.2f}**)")
+                rows.append(f"| {name} | {batch} | {form} | {' | '.join(cells)} |")
+                print(rows[-1], file=sys.stderr, flush=True)
     body = "\n".join([
         "## Computations the runtimes do not find: measured, kept or dropped",
         "",
         f"`fuse_for_inference` rewrites (docs/reference.md, runtime fusions), each exact against the deploy form, "
-        f"timed against it in the same run: 224 px, batch {args.batch}, {args.threads} threads, median ms of "
-        f"{args.runs} calls in interleaved blocks; ratio = rewritten / deploy form (below 1: the rewrite pays).",
+        f"timed against it in the same run: 224 px, {args.threads} threads, median ms of {args.runs} calls at "
+        f"batch 1 ({2 * args.runs} // batch, at least 10, above), in interleaved blocks of a fifth of them; ratio = "
+        f"the median over calls of rewritten / deploy form (below 1: the rewrite pays).",
         f"Machine: {environment(args.threads)}.",
         f"Regenerate: `{command_line()}`.",
         "",
-        "| model | rewrite | ONNX Runtime ms (ratio) | OpenVINO ms (ratio) |",
-        "|---|---|---|---|",
+        "| model | batch | rewrite | ONNX Runtime ms (ratio) | OpenVINO ms (ratio) |",
+        "|---|---|---|---|---|",
         *rows,
     ])
     print(body)

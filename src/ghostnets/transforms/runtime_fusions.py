@@ -1,9 +1,10 @@
-"""Rewrites of the deploy form that the runtimes do not find themselves; each exact, each measured, none kept.
+"""Rewrites of the deploy form that the runtimes do not find themselves; each exact, each measured, one kept.
 
 :func:`fuse_for_inference` returns a copy of a deploy-form model with the rewrites chosen, outputs equal to the
 deploy form's (float rounding, well under 1e-4). ``benchmarks/runtime_fusions.py`` times each against the deploy
-form in ONNX Runtime and OpenVINO; none paid beyond the machine's noise (BENCHMARKS.md, "Computations the runtimes
-do not find"), so ``ghostnets export`` and ``bench`` do not apply them. They stay for measuring on other targets.
+form in ONNX Runtime and OpenVINO (BENCHMARKS.md, "Computations the runtimes do not find"). Only the ShuffleNet V2
+rewrite paid (0.80-0.83x), so only it is applied by ``ghostnets export`` and ``bench``; the Ghost ones stay for
+measuring on other targets.
 
 - ``ghost=True`` (:class:`InterleavedGhost`; GhostNet eq. 3, Han et al. 2020, arXiv 1911.11907): ghost1's concat
   removed. One grouped conv (``groups = init``, two outputs per group: an identity tap and the cheap kernel) writes
@@ -15,6 +16,9 @@ do not find"), so ``ghostnets export`` and ``bench`` do not apply them. They sta
   and 1x1 conv as one 2x2 stride-2 conv with the weights / 4 at each tap (both linear; both drop an odd last row).
 - ``se=True`` (:class:`LinearSE`; Hu et al. 2018, arXiv 1709.01507): SE's 1x1 convs on the pooled 1x1 map as
   matrix products.
+- ``shuffle=True`` (:class:`~ghostnets.transforms.shuffle_free.ShuffleFreeUnits`; ShuffleNet V2, Ma et al. 2018,
+  arXiv 1807.11164): runs of ShuffleNet V2 units without their channel shuffles and splits, the permutations moved
+  into later convolutions' weights.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from ..layers.deploy_conv import DeployConv2d
 from ..layers.dfc import DFCAttention, _pool_kernel
 from ..layers.ghost import GhostBottleneck, GhostModule
 from ..layers.squeeze_excite import SqueezeExcite
+from .shuffle_free import remove_channel_shuffles
 
 
 class InterleavedGhost(nn.Module):
@@ -185,7 +190,8 @@ def _interleave(block: GhostBottleneck) -> None:
 
 
 @torch.no_grad()
-def fuse_for_inference(model: nn.Module, *, ghost: bool | str = True, dfc: bool = True, se: bool = True) -> nn.Module:
+def fuse_for_inference(model: nn.Module, *, ghost: bool | str = True, dfc: bool = True, se: bool = True,
+                       shuffle: bool = True) -> nn.Module:
     """A copy of the deploy form ``model`` with the chosen rewrites (module docstring); ``model`` is untouched.
 
     ``ghost="split"``: instead of interleaving, stride-1 bottlenecks without SE/DFC read ghost1's halves in place
@@ -193,6 +199,8 @@ def fuse_for_inference(model: nn.Module, *, ghost: bool | str = True, dfc: bool 
     if any(isinstance(m, nn.BatchNorm2d) for m in model.modules()):
         raise ValueError("fuse_for_inference takes a deploy form: run ghostnets.reparameterize(model) first")
     model = copy.deepcopy(model).eval()
+    if shuffle:
+        remove_channel_shuffles(model)
     if ghost == "split":
         for parent in list(model.modules()):
             for name, child in list(parent.named_children()):
