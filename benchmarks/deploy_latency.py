@@ -159,10 +159,16 @@ def int8_part(args, workdir: Path) -> str:
         spec = model.record.input
         transform = spec.transform()
         picks = evenly_spaced(len(test), len(test))
-        control = picks[0::4][: args.control]  # accuracy control / backend choice
-        report_idx = [i for i in picks if i not in set(control)]  # agreement and top-1 reported on these
-        calib = torch.stack([transform(train[i][0]) for i in evenly_spaced(len(train), args.calib)])
-        control_x = torch.stack([transform(test[i][0]) for i in control])
+        calib_idx = evenly_spaced(len(train), args.calib)
+        if args.control_from == "test":
+            control = picks[0::4][: args.control]  # accuracy control / backend choice
+            control_x = torch.stack([transform(test[i][0]) for i in control])
+        else:  # agreement needs no labels: training images the calibration did not use
+            unused = sorted(set(range(len(train))) - set(calib_idx))
+            control = [unused[i] for i in evenly_spaced(len(unused), args.control)]
+            control_x = torch.stack([transform(train[i][0]) for i in control])
+        report_idx = [i for i in picks if args.control_from == "train" or i not in set(control)]  # agreement, top-1
+        calib = torch.stack([transform(train[i][0]) for i in calib_idx])
         report_x = torch.stack([transform(test[i][0]) for i in report_idx])
         labels = torch.tensor([test[i][1] for i in report_idx])
         deployed = deploy_form(model)
@@ -196,14 +202,18 @@ def int8_part(args, workdir: Path) -> str:
         notes.append(f"- {name}: {report.reason}. Candidates (on the control images): "
                      + "; ".join(f.summary() for f in report.candidates.values()))
         print(rows[-1], file=sys.stderr, flush=True)
+    control_words = "test images" if args.control_from == "test" else \
+        "other training images (agreement with float32 needs no labels)"
+    reported = f"the other {len(test) - args.control} test images" if args.control_from == "test" else \
+        f"all {len(test)} test images"
     return "\n".join([
         "## INT8 on models trained at 224 px (accuracy-aware post-training quantization)",
         "",
         f"Each model trained at 224 px on the bundled Fashion-MNIST (benchmarks/trained_224.py). `quantize_model` "
         f"(backend auto, min agreement {args.control_bar} % on its own images: a margin over the 99 % target), "
         f"calibrated on {args.calib} training images; its accuracy control and choice of backend use "
-        f"{args.control} test images; agreement (int8 top-1 = float32 top-1) and top-1 are "
-        f"measured on the other {len(test) - args.control} test images, which took no part in either. Latency: "
+        f"{args.control} {control_words}; agreement (int8 top-1 = float32 top-1) and top-1 are "
+        f"measured on {reported}, which took no part in either. Latency: "
         f"batch 1, {args.threads} threads, the quantizer's interleaved timing of the float32 and int8 files on the "
         "chosen runtime.",
         f"Machine: {environment(args.threads)}.",
@@ -220,16 +230,17 @@ def int8_part(args, workdir: Path) -> str:
 
 
 def int8_batched(path: Path, deployed: torch.nn.Module, args) -> str:
-    """Batch ``args.int8_batch``: the OpenVINO int8 file (reshaped) against the float32 deploy form in both runtimes,
-    interleaved blocks; '—' for an onnxruntime file (written for batch 1)."""
+    """Batch ``args.int8_batch``: the OpenVINO int8 file (reshaped) against the float32 deploy form in both runtimes
+    (the graph ``ghostnets export`` writes), interleaved blocks; '—' for an onnxruntime file (written for batch 1)."""
     from ghostnets.runtime.export import write_onnx_file
+    from ghostnets.transforms.shuffle_free import without_channel_shuffles
 
     path = Path(path)
     if path.suffix != ".xml":
         return "—"
     batch = args.int8_batch
     float_onnx = path.with_name(path.stem + "-float32-dynamic.onnx")
-    write_onnx_file(deployed, torch.randn(1, 3, SIZE, SIZE), float_onnx, True, {})
+    write_onnx_file(without_channel_shuffles(deployed), torch.randn(1, 3, SIZE, SIZE), float_onnx, True, {})
     shape = (batch, 3, SIZE, SIZE)
     runs = {"onnxruntime": onnx_runner(float_onnx, args.threads, stop_spinning=True),
             "openvino": openvino_runner(float_onnx, shape=shape, threads=args.threads),
@@ -289,6 +300,9 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--calib", type=int, default=300, help="INT8 calibration images (training split)")
     parser.add_argument("--control", type=int, default=500, help="test images for INT8's accuracy control")
+    parser.add_argument("--control-from", choices=("test", "train"), default="test",
+                        help="where the control images come from: test images (then left out of the reported "
+                        "agreement) or training images the calibration did not use")
     parser.add_argument("--control-bar", type=float, default=99.5, help="agreement (%%) the accuracy control must "
                         "reach on its images, above the 99 %% target so that the images it never saw clear 99 %%")
     parser.add_argument("--int8-runs", type=int, default=60, help="batch-1 timed calls per INT8 candidate")

@@ -458,6 +458,7 @@ def roofline(model: nn.Module, input_size: int | tuple[int, int] = (224, 224), *
     from ..record import in_chans_of, model_name
     from ..runtime.runtimes import RuntimeContext, deploy_form, export_for_runtime
     from ..runtime.sessions import RuntimeUnavailableError, require
+    from ..transforms.shuffle_free import without_channel_shuffles
 
 
     if runtime not in RUNTIMES:
@@ -469,7 +470,7 @@ def roofline(model: nn.Module, input_size: int | tuple[int, int] = (224, 224), *
         if value < least:
             raise ValueError(f"{label} must be >= {least}, got {value}")
     size = (input_size, input_size) if isinstance(input_size, int) else tuple(input_size)
-    deployed = deploy_form(model)
+    deployed = without_channel_shuffles(deploy_form(model))  # the graph the runtimes get, so node names match layers
     in_chans = in_chans_of(deployed)
     limits = limits or MachineLimits.measure(threads)
     profile = profile_layers(deployed, size, in_chans=in_chans, batch=batch)

@@ -81,6 +81,19 @@ def _gather(sources: list[torch.Tensor], runs: Runs) -> torch.Tensor:
     return torch.cat([sources[s][:, a:b] for s, a, b in runs], dim=1)
 
 
+class _Branches(nn.Module):
+    """A unit's branches without its concat and shuffle (a module of its own, so exported node names say which
+    unit: ``stage2/units.3/branch2``)."""
+
+    def __init__(self, unit: ShuffleV2Block) -> None:
+        super().__init__()
+        self.stride = unit.stride
+        self.branch1, self.branch2 = unit.branch1, unit.branch2
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return (self.branch1(x), self.branch2(x)) if self.stride == 2 else (self.branch2(x),)
+
+
 class ShuffleFreeUnits(nn.Module):
     """A run of deploy ShuffleNet V2 units computed without shuffles or splits; their weights (and ``consumer``'s)
     are permuted in place (:func:`remove_channel_shuffles` works on the copy ``fuse_for_inference`` makes).
@@ -95,7 +108,6 @@ class ShuffleFreeUnits(nn.Module):
             raise ValueError("ShuffleFreeUnits takes deploy-form ShuffleV2Block units (ghostnets.reparameterize)")
         self.units = nn.ModuleList()
         self.reads: list[Runs] = []
-        self.strides: list[int] = []
         where = [(0, c) for c in range(channels)]  # channel of the tensor the next unit sees -> (source, channel)
         sources = 1
         for unit in units:
@@ -120,9 +132,8 @@ class ShuffleFreeUnits(nn.Module):
                 sources += 1
             # channel_shuffle with 2 groups: output channel 2j + g is concat channel g * half + j
             where = [concat[g * half + j] for j in range(half) for g in (0, 1)]
-            self.units.append(unit)
+            self.units.append(_Branches(unit))
             self.reads.append(runs)
-            self.strides.append(unit.stride)
         self.output, order = _read(where, range(len(where)))
         if consumer is not None:
             _permute_inputs(consumer, order)
@@ -135,11 +146,8 @@ class ShuffleFreeUnits(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         sources = [x]
-        for unit, runs, stride in zip(self.units, self.reads, self.strides):
-            x = _gather(sources, runs)
-            if stride == 2:
-                sources.append(unit.branch1(x))
-            sources.append(unit.branch2(x))
+        for unit, runs in zip(self.units, self.reads):
+            sources.extend(unit(_gather(sources, runs)))
         out = _gather(sources, self.output)
         return out if self.restore is None else out.index_select(1, self.restore)
 
