@@ -167,7 +167,8 @@ def int8_part(args, workdir: Path) -> str:
             unused = sorted(set(range(len(train))) - set(calib_idx))
             control = [unused[i] for i in evenly_spaced(len(unused), args.control)]
             control_x = torch.stack([transform(train[i][0]) for i in control])
-        report_idx = [i for i in picks if args.control_from == "train" or i not in set(control)]  # agreement, top-1
+        left_out = set(control) if args.control_from == "test" else set()
+        report_idx = [i for i in picks if i not in left_out]  # agreement and top-1 reported on these
         calib = torch.stack([transform(train[i][0]) for i in calib_idx])
         report_x = torch.stack([transform(test[i][0]) for i in report_idx])
         labels = torch.tensor([test[i][1] for i in report_idx])

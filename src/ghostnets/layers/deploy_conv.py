@@ -126,3 +126,17 @@ def fuse_relu(conv: nn.Module, act: nn.Module) -> tuple[nn.Module, nn.Module]:
         conv.fused_act = "relu"
         return conv, nn.Identity()
     return conv, act
+
+
+def permute_channels(conv: nn.Conv2d, perm: list[int], *, out: bool, inp: bool) -> None:
+    """Permute, in place, ``conv``'s output channels (``out``: weight rows and bias; a depthwise conv's channels) and/or
+    its input channels (``inp``: weight columns) to ``perm``: how a consumer reads its input in another order."""
+    with torch.no_grad():
+        if out:
+            conv.weight.data = conv.weight.data[perm]
+            if conv.bias is not None:
+                conv.bias.data = conv.bias.data[perm]
+        if inp:
+            conv.weight.data = conv.weight.data[:, perm]
+    if hasattr(conv, "_forget_packed"):
+        conv._forget_packed()

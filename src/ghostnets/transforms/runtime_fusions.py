@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..layers.deploy_conv import DeployConv2d
+from ..layers.deploy_conv import DeployConv2d, permute_channels
 from ..layers.dfc import DFCAttention, _pool_kernel
 from ..layers.ghost import GhostBottleneck, GhostModule
 from ..layers.squeeze_excite import SqueezeExcite
@@ -162,30 +162,18 @@ def _split_readable(block: GhostBottleneck) -> bool:
             and all(isinstance(m, nn.Identity) for seq in (g2.primary_conv, g2.cheap_operation) for m in seq[1:]))
 
 
-def _permute(conv: nn.Conv2d, perm: list[int], *, out: bool, inp: bool) -> None:
-    with torch.no_grad():
-        if out:
-            conv.weight.data = conv.weight.data[perm]
-            if conv.bias is not None:
-                conv.bias.data = conv.bias.data[perm]
-        if inp:
-            conv.weight.data = conv.weight.data[:, perm]
-    if hasattr(conv, "_forget_packed"):
-        conv._forget_packed()
-
-
 def _interleave(block: GhostBottleneck) -> None:
     ghost = InterleavedGhost(block.ghost1)
     perm = ghost.perm
     if ghost.short_conv is not None:
         for i in (0, 2, 4):
-            _permute(ghost.short_conv[i], perm, out=True, inp=False)
+            permute_channels(ghost.short_conv[i], perm, out=True, inp=False)
     if block.conv_dw is not None:
-        _permute(block.conv_dw, perm, out=True, inp=False)
+        permute_channels(block.conv_dw, perm, out=True, inp=False)
     if block.se is not None:
-        _permute(block.se.conv_reduce, perm, out=False, inp=True)
-        _permute(block.se.conv_expand, perm, out=True, inp=False)
-    _permute(block.ghost2.primary_conv[0], perm, out=False, inp=True)
+        permute_channels(block.se.conv_reduce, perm, out=False, inp=True)
+        permute_channels(block.se.conv_expand, perm, out=True, inp=False)
+    permute_channels(block.ghost2.primary_conv[0], perm, out=False, inp=True)
     block.ghost1 = ghost
 
 

@@ -23,7 +23,7 @@ import copy
 import torch
 from torch import nn
 
-from ..layers.deploy_conv import DeployConv2d
+from ..layers.deploy_conv import DeployConv2d, permute_channels
 from ..layers.shufflenet_v2 import ShuffleV2Block
 
 Runs = list[tuple[int, int, int]]  # (source, start, stop): the slices a read concatenates, in order
@@ -61,18 +61,6 @@ def _read(where: list[tuple[int, int]], needed: range) -> tuple[Runs, list[int]]
         else:
             runs.append((source, channel, channel + 1))
     return runs, order
-
-
-def _permute_inputs(conv: nn.Conv2d, columns: list[int], *, depthwise: bool = False) -> None:
-    with torch.no_grad():
-        if depthwise:
-            conv.weight.data = conv.weight.data[columns]
-            if conv.bias is not None:
-                conv.bias.data = conv.bias.data[columns]
-        else:
-            conv.weight.data = conv.weight.data[:, columns]
-    if hasattr(conv, "_forget_packed"):
-        conv._forget_packed()
 
 
 def _gather(sources: list[torch.Tensor], runs: Runs) -> torch.Tensor:
@@ -118,11 +106,11 @@ class ShuffleFreeUnits(nn.Module):
             first = _convs(unit.branch2)[0]
             if first.in_channels != len(columns):
                 raise ValueError(f"unit reads {len(columns)} channels but its first conv takes {first.in_channels}")
-            _permute_inputs(first, columns)
+            permute_channels(first, columns, out=False, inp=True)
             if unit.stride == 2:
                 left = _convs(unit.branch1)
-                _permute_inputs(left[0], columns, depthwise=True)
-                _permute_inputs(left[1], columns)
+                permute_channels(left[0], columns, out=True, inp=False)
+                permute_channels(left[1], columns, out=False, inp=True)
                 half = unit.out_chs // 2
                 concat = [(sources, c) for c in range(half)] + [(sources + 1, c) for c in range(half)]
                 sources += 2
@@ -136,7 +124,7 @@ class ShuffleFreeUnits(nn.Module):
             self.reads.append(runs)
         self.output, order = _read(where, range(len(where)))
         if consumer is not None:
-            _permute_inputs(consumer, order)
+            permute_channels(consumer, order, out=False, inp=True)
             self.register_buffer("restore", None)
         else:
             inverse = [0] * len(order)
