@@ -193,7 +193,9 @@ def int8_part(args, workdir: Path) -> str:
         acc_f = (float_top1 == labels).float().mean().item()
         acc_i = (int8_top1 == labels).float().mean().item()
         kept = report.kept_float
-        batched = int8_batched(report.path, deployed, args) if args.int8_batch else "—"
+        batched = (int8_batched(report.path, deployed, batch=args.int8_batch, runs=args.int8_runs,
+                                threads=args.threads)
+                   if args.int8_batch and report.path.suffix == ".xml" else "—")  # an onnxruntime file: batch 1
         rows.append(f"| {name} | {report.backend} ({report.method}, {report.weight_bits}-bit weights, "
                     f"{report.ranges} ranges) | "
                     f"{agreement:.1%} | "
@@ -230,25 +232,24 @@ def int8_part(args, workdir: Path) -> str:
     ])
 
 
-def int8_batched(path: Path, deployed: torch.nn.Module, args) -> str:
-    """Batch ``args.int8_batch``: the OpenVINO int8 file (reshaped) against the float32 deploy form in both runtimes
-    (the graph ``ghostnets export`` writes), interleaved blocks; '—' for an onnxruntime file (written for batch 1)."""
+def int8_batched(path: Path, deployed: torch.nn.Module, *, batch: int, runs: int, threads: int) -> str:
+    """Batch ``batch``: the int8 file at ``path`` in OpenVINO (an IR, or a QDQ ONNX file, which OpenVINO reads as
+    FakeQuantize and runs as int8), reshaped, against the float32 deploy form in both runtimes (the graph
+    ``ghostnets export`` writes), interleaved blocks."""
     from ghostnets.runtime.export import write_onnx_file
     from ghostnets.transforms.shuffle_free import without_channel_shuffles
 
     path = Path(path)
-    if path.suffix != ".xml":
-        return "—"
-    batch = args.int8_batch
     float_onnx = path.with_name(path.stem + "-float32-dynamic.onnx")
     write_onnx_file(without_channel_shuffles(deployed), torch.randn(1, 3, SIZE, SIZE), float_onnx, True, {})
     shape = (batch, 3, SIZE, SIZE)
-    runs = {"onnxruntime": onnx_runner(float_onnx, args.threads, stop_spinning=True),
-            "openvino": openvino_runner(float_onnx, shape=shape, threads=args.threads),
-            "int8": openvino_runner(path, shape=shape, threads=args.threads)}
+    runs_of = {"onnxruntime": onnx_runner(float_onnx, threads, stop_spinning=True),
+               "openvino": openvino_runner(float_onnx, shape=shape, threads=threads),
+               "int8": openvino_runner(path, shape=shape, threads=threads)}
     x = np.random.default_rng(0).random(shape, dtype=np.float32)
-    calls = max(5, args.int8_runs // batch)
-    times = time_interleaved({k: partial(run, x) for k, run in runs.items()}, calls, warmup=2, block=max(1, calls // 5))
+    calls = max(5, runs // batch)
+    times = time_interleaved({k: partial(run, x) for k, run in runs_of.items()}, calls, warmup=2,
+                             block=max(1, calls // 5))
     faster = min(("onnxruntime", "openvino"), key=lambda k: np.median(times[k]))
     ratio = np.median([a / b for a, b in zip(times["int8"], times[faster])])
     return f"{np.median(times[faster]):.1f} ({faster}), {np.median(times['int8']):.1f}, **{ratio:.2f}**"

@@ -24,6 +24,9 @@ import argparse
 import json
 import sys
 
+import ghostnets
+from deploy_latency import int8_batched
+from ghostnets.runtime import deploy_form
 from ghostnets.runtime.quantize import default_weight_bits
 from ghostnets.train import load_recipe, train, update_config
 from ghostnets.train.qat import qat_settings
@@ -34,10 +37,14 @@ from common import ROOT, command_line, environment, int8_section, write_section
 RUNS = ROOT / "runs" / "qat-224"
 
 
+def run_folder(name: str, overflow_fix: str):
+    return RUNS / (name + ("" if overflow_fix == "enable" else "-8bit"))
+
+
 def qat_run(name: str, threads: int, overflow_fix: str) -> dict:
     """The QAT run of ``name``: reused when finished, resumed when stopped, else started (one folder per weight
     range: ``NAME`` with 7-bit dense weights, ``NAME-8bit`` with 8-bit ones)."""
-    out = RUNS / (name + ("" if overflow_fix == "enable" else "-8bit"))
+    out = run_folder(name, overflow_fix)
     if (out / "summary.json").exists():
         return json.loads((out / "summary.json").read_text())
     if (out / "checkpoint.pth").exists():
@@ -56,10 +63,17 @@ def _resume(out) -> dict:
     return train(config, out, resume=True, progress_bar=False)
 
 
-def table(summaries: dict[str, dict]) -> str:
+def batched(name: str, out, batch: int, threads: int) -> str:
+    """Batch ``batch`` throughput of the run's int8 file in OpenVINO against the faster float32 runtime."""
+    float_model = deploy_form(ghostnets.create_model(None, checkpoint_path=checkpoint(name)))
+    return int8_batched(out / "last_int8.onnx", float_model, batch=batch, runs=10 * batch, threads=threads)
+
+
+def table(summaries: dict[str, dict], batch: dict[str, str], size: int) -> str:
     rows = ["| model | float32 top-1 | agreement before QAT (PTQ ranges, PyTorch) | runtime | int8 top-1 | "
             "agreement with float32 | float32 ms | int8 ms | int8 / same runtime's float32 | "
-            "int8 / faster float32 |", "|---|---|---|---|---|---|---|---|---|---|"]
+            f"int8 / faster float32 | batch {size} (OpenVINO's int8): float32 ms, int8 ms, int8 / faster float32 |",
+            "|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, s in summaries.items():
         f = s["int8"]
         before = s.get("before_qat") or {}
@@ -69,7 +83,8 @@ def table(summaries: dict[str, dict]) -> str:
             r = f[runtime]
             rows.append(f"| {name} | {f['float32_top1']:.2f} % | {before.get('agreement', float('nan')):.2f} % | "
                         f"{runtime} | {r['int8_top1']:.2f} % | **{r['agreement']:.2f} %** | {r['float32_ms']:.2f} | "
-                        f"{r['int8_ms']:.2f} | {r['int8_over_float32']:.2f}x | {r['int8_over_best_float32']:.2f}x |")
+                        f"{r['int8_ms']:.2f} | {r['int8_over_float32']:.2f}x | {r['int8_over_best_float32']:.2f}x | "
+                        f"{batch.get(name, '—') if runtime == 'openvino' else '—'} |")
     return "\n".join(rows)
 
 
@@ -79,19 +94,25 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--overflow-fix", choices=("enable", "disable"), help="qat_overflow_fix: enable (7-bit dense "
                         "weights) or disable (8-bit); default: by this CPU, as ghostnets export --int8 chooses")
+    parser.add_argument("--batch", type=int, default=32, help="batch size of the throughput column (0: none)")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
     fix = args.overflow_fix or ("disable" if default_weight_bits() == 8 else "enable")
-    summaries = {}
+    summaries, batch = {}, {}
     for name in trained(args.models):
         summaries[name] = qat_run(name, args.threads, fix)
         print(name, json.dumps(summaries[name]["int8"]), flush=True)
+        if args.batch:
+            batch[name] = batched(name, run_folder(name, fix), args.batch, args.threads)
+            print(name, f"batch {args.batch}:", batch[name], flush=True)
     body = ("## Quantization-aware training at 224 px (`ghostnets train --qat`)\n\n"
             f"Machine: {environment(args.threads)}.\n\nRegenerate: `{command_line()}`\n\n"
             f"Weights: qat_overflow_fix={fix} ({'7-bit dense' if fix == 'enable' else '8-bit'} weights).\n\n"
             "Held-out: the 2,000 test images of runs/int8-224's subset (none used in training or calibration). "
-            "Latency: batch 1, median of 36 interleaved runs of all four files in one process, after training.\n\n"
-            + table(summaries))
+            "Latency: batch 1, median of 36 interleaved runs of all four files in one process, after training; "
+            f"batch {args.batch}: the int8 file in OpenVINO against the float32 deploy form in both runtimes, "
+            "interleaved.\n\n"
+            + table(summaries, batch, args.batch))
     print(body)
     if not args.no_write:
         write_section(int8_section("qat_224"), body)
