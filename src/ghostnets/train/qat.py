@@ -114,7 +114,6 @@ def first_images(batches, images: int) -> list[torch.Tensor]:
 def quantized_for_training(config: TrainConfig, data, device: torch.device) -> tuple[nn.Module, nn.Module]:
     """The fake-quantized deploy form of ``config.qat_from`` to train, and the float deploy form it started from
     (frozen, on ``device``: the agreement reference)."""
-
     check_qat(config)
     os.environ.setdefault("NNCF_EXTENSION_LOAD_TIMEOUT", "600")
     spec = data.input_spec
