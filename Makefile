@@ -17,9 +17,10 @@ $(STAMP): pyproject.toml
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
 
-# The whole suite, one pytest process, as a user runs it (under 15 minutes on 2 cores).
+# The whole suite, one pytest process, as a user runs it (under 15 minutes on 2 cores); the 30 slowest tests are listed
+# at the end, to keep it there.
 test: $(STAMP) lint
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q tests --durations=30
 
 # The inner loop (about 2.5 minutes on 2 cores): unit tests only; no training runs, no subprocesses, no sweeps over every width,
 # no onnxruntime / OpenVINO (markers `slow` and `runtimes`, pyproject.toml).

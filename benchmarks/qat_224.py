@@ -7,15 +7,17 @@ took part in training or calibration). A finished run is reused, a stopped one r
 ``runs/qat-224/NAME`` to redo it). Writes the ``qat_224`` section of BENCHMARKS.md (``qat_224_vnni`` on a CPU
 with int8 dot products: ``common.int8_section``).
 
-    python benchmarks/qat_224.py [--models ghostnet_100,...] [--threads 2] [--no-write]
+    python benchmarks/qat_224.py [--models ghostnet_100,repghostnet_100@4,...] [--threads 2] [--no-write]
 
 Equivalent command per model (what this runs):
 
     ghostnets train --qat runs/int8-224/NAME/last.safetensors \
         --data runs/int8-224/fashion_mnist_600_200_per_class.npz --out runs/qat-224/NAME workers=0 threads=2 \
-        checkpoint_every=20 qat_overflow_fix=FIX
+        checkpoint_every=20 qat_overflow_fix=FIX [epochs=N]
 
 FIX: ``--overflow-fix``; by default ``disable`` (8-bit weights) on a CPU with int8 dot products, else ``enable``.
+N: the recipe's (2) unless the model is given as ``NAME@N``; a run of another length has its own folder
+(``NAME-8bit-eN``), so ``repghostnet_100,repghostnet_100@4`` measures both.
 """
 
 from __future__ import annotations
@@ -37,22 +39,35 @@ from common import ROOT, command_line, environment, int8_section, write_section
 RUNS = ROOT / "runs" / "qat-224"
 
 
-def run_folder(name: str, overflow_fix: str):
-    return RUNS / (name + ("" if overflow_fix == "enable" else "-8bit"))
+RECIPE_EPOCHS = load_recipe("qat").epochs
 
 
-def qat_run(name: str, threads: int, overflow_fix: str) -> dict:
+def run_folder(name: str, overflow_fix: str, epochs: int = RECIPE_EPOCHS):
+    return RUNS / (name + ("" if overflow_fix == "enable" else "-8bit")
+                   + ("" if epochs == RECIPE_EPOCHS else f"-e{epochs}"))
+
+
+def qat_run(name: str, threads: int, overflow_fix: str, epochs: int = RECIPE_EPOCHS) -> dict:
     """The QAT run of ``name``: reused when finished, resumed when stopped, else started (one folder per weight
-    range: ``NAME`` with 7-bit dense weights, ``NAME-8bit`` with 8-bit ones)."""
-    out = run_folder(name, overflow_fix)
+    range and length: ``NAME`` with 7-bit dense weights, ``NAME-8bit`` with 8-bit ones, ``-eN`` for N epochs other
+    than the recipe's)."""
+    out = run_folder(name, overflow_fix, epochs)
     if (out / "summary.json").exists():
         return json.loads((out / "summary.json").read_text())
     if (out / "checkpoint.pth").exists():
         return _resume(out)
     config = qat_settings(load_recipe("qat"), checkpoint(name))
-    config = update_config(config, {"data": str(data_file()), "workers": 0, "threads": threads,
+    config = update_config(config, {"data": str(data_file()), "workers": 0, "threads": threads, "epochs": epochs,
                                     "checkpoint_every": 20, "qat_overflow_fix": overflow_fix}, "qat_224")
     return train(config, out, force=True, progress_bar=False)
+
+
+def model_and_epochs(entry: str) -> tuple[str, int]:
+    """``NAME`` or ``NAME@EPOCHS`` of ``--models``."""
+    name, _, epochs = entry.partition("@")
+    if epochs and not epochs.isdigit():
+        raise SystemExit(f"--models entry {entry!r}: the part after @ must be a number of epochs, e.g. {name}@4")
+    return name, int(epochs) if epochs else RECIPE_EPOCHS
 
 
 def _resume(out) -> dict:
@@ -70,21 +85,23 @@ def batched(name: str, out, batch: int, threads: int) -> str:
 
 
 def table(summaries: dict[str, dict], batch: dict[str, str], size: int) -> str:
-    rows = ["| model | float32 top-1 | agreement before QAT (PTQ ranges, PyTorch) | runtime | int8 top-1 | "
+    rows = ["| model | epochs | float32 top-1 | agreement before QAT (PTQ ranges, PyTorch) | runtime | int8 top-1 | "
             "agreement with float32 | float32 ms | int8 ms | int8 / same runtime's float32 | "
             f"int8 / faster float32 | batch {size} (OpenVINO's int8): float32 ms, int8 ms, int8 / faster float32 |",
-            "|---|---|---|---|---|---|---|---|---|---|---|"]
-    for name, s in summaries.items():
+            "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for entry, s in summaries.items():
+        name = s["model"]
         f = s["int8"]
         before = s.get("before_qat") or {}
         for runtime in ("onnxruntime", "openvino"):
             if runtime not in f:
                 continue
             r = f[runtime]
-            rows.append(f"| {name} | {f['float32_top1']:.2f} % | {before.get('agreement', float('nan')):.2f} % | "
+            rows.append(f"| {name} | {s['epochs']} | {f['float32_top1']:.2f} % | "
+                        f"{before.get('agreement', float('nan')):.2f} % | "
                         f"{runtime} | {r['int8_top1']:.2f} % | **{r['agreement']:.2f} %** | {r['float32_ms']:.2f} | "
                         f"{r['int8_ms']:.2f} | {r['int8_over_float32']:.2f}x | {r['int8_over_best_float32']:.2f}x | "
-                        f"{batch.get(name, '—') if runtime == 'openvino' else '—'} |")
+                        f"{batch.get(entry, '—') if runtime == 'openvino' else '—'} |")
     return "\n".join(rows)
 
 
@@ -99,12 +116,15 @@ def main() -> int:
     args = parser.parse_args()
     fix = args.overflow_fix or ("disable" if default_weight_bits() == 8 else "enable")
     summaries, batch = {}, {}
-    for name in trained(args.models):
-        summaries[name] = qat_run(name, args.threads, fix)
-        print(name, json.dumps(summaries[name]["int8"]), flush=True)
+    for entry in args.models.split(","):
+        name, epochs = model_and_epochs(entry)
+        if not trained(name):
+            continue
+        summaries[entry] = qat_run(name, args.threads, fix, epochs)
+        print(entry, json.dumps(summaries[entry]["int8"]), flush=True)
         if args.batch:
-            batch[name] = batched(name, run_folder(name, fix), args.batch, args.threads)
-            print(name, f"batch {args.batch}:", batch[name], flush=True)
+            batch[entry] = batched(name, run_folder(name, fix, epochs), args.batch, args.threads)
+            print(entry, f"batch {args.batch}:", batch[entry], flush=True)
     body = ("## Quantization-aware training at 224 px (`ghostnets train --qat`)\n\n"
             f"Machine: {environment(args.threads)}.\n\nRegenerate: `{command_line()}`\n\n"
             f"Weights: qat_overflow_fix={fix} ({'7-bit dense' if fix == 'enable' else '8-bit'} weights).\n\n"
