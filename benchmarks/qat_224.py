@@ -37,8 +37,6 @@ from trained_224 import MODELS, checkpoint, data_file, trained
 from common import ROOT, command_line, environment, int8_section, write_section
 
 RUNS = ROOT / "runs" / "qat-224"
-
-
 RECIPE_EPOCHS = load_recipe("qat").epochs
 
 
