@@ -7,17 +7,20 @@ took part in training or calibration). A finished run is reused, a stopped one r
 ``runs/qat-224/NAME`` to redo it). Writes the ``qat_224`` section of BENCHMARKS.md (``qat_224_vnni`` on a CPU
 with int8 dot products: ``common.int8_section``).
 
-    python benchmarks/qat_224.py [--models ghostnet_100,repghostnet_100@4,...] [--threads 2] [--no-write]
+    python benchmarks/qat_224.py [--models ghostnet_100,repghostnet_100@4,repghostnet_100+4,...] [--threads 2]
+        [--no-write]
 
 Equivalent command per model (what this runs):
 
     ghostnets train --qat runs/int8-224/NAME/last.safetensors \
         --data runs/int8-224/fashion_mnist_600_200_per_class.npz --out runs/qat-224/NAME workers=0 threads=2 \
-        checkpoint_every=20 qat_overflow_fix=FIX [epochs=N]
+        checkpoint_every=20 qat_overflow_fix=FIX [epochs=N] [qat_float_layers=K]
 
 FIX: ``--overflow-fix``; by default ``disable`` (8-bit weights) on a CPU with int8 dot products, else ``enable``.
 N: the recipe's (2) unless the model is given as ``NAME@N``; a run of another length has its own folder
-(``NAME-8bit-eN``), so ``repghostnet_100,repghostnet_100@4`` measures both.
+(``NAME-8bit-eN``), so ``repghostnet_100,repghostnet_100@4`` measures both. K: 0 (every layer int8) unless the
+model is given as ``NAME+K`` (``NAME@N+K`` with both): K quantizers kept in float, chosen before training on the
+calibration images (train/qat_float.py), in the folder ``NAME-8bit-fK``.
 """
 
 from __future__ import annotations
@@ -40,32 +43,37 @@ RUNS = ROOT / "runs" / "qat-224"
 RECIPE_EPOCHS = load_recipe("qat").epochs
 
 
-def run_folder(name: str, overflow_fix: str, epochs: int = RECIPE_EPOCHS):
+def run_folder(name: str, overflow_fix: str, epochs: int = RECIPE_EPOCHS, float_layers: int = 0):
     return RUNS / (name + ("" if overflow_fix == "enable" else "-8bit")
-                   + ("" if epochs == RECIPE_EPOCHS else f"-e{epochs}"))
+                   + ("" if epochs == RECIPE_EPOCHS else f"-e{epochs}") + (f"-f{float_layers}" if float_layers else ""))
 
 
-def qat_run(name: str, threads: int, overflow_fix: str, epochs: int = RECIPE_EPOCHS) -> dict:
+def qat_run(name: str, threads: int, overflow_fix: str, epochs: int = RECIPE_EPOCHS, float_layers: int = 0) -> dict:
     """The QAT run of ``name``: reused when finished, resumed when stopped, else started (one folder per weight
-    range and length: ``NAME`` with 7-bit dense weights, ``NAME-8bit`` with 8-bit ones, ``-eN`` for N epochs other
-    than the recipe's)."""
-    out = run_folder(name, overflow_fix, epochs)
+    range, length and float layers: ``NAME`` with 7-bit dense weights, ``NAME-8bit`` with 8-bit ones, ``-eN`` for N
+    epochs other than the recipe's, ``-fK`` for K quantizers kept in float)."""
+    out = run_folder(name, overflow_fix, epochs, float_layers)
     if (out / "summary.json").exists():
         return json.loads((out / "summary.json").read_text())
     if (out / "checkpoint.pth").exists():
         return _resume(out)
     config = qat_settings(load_recipe("qat"), checkpoint(name))
     config = update_config(config, {"data": str(data_file()), "workers": 0, "threads": threads, "epochs": epochs,
-                                    "checkpoint_every": 20, "qat_overflow_fix": overflow_fix}, "qat_224")
+                                    "checkpoint_every": 20, "qat_overflow_fix": overflow_fix,
+                                    "qat_float_layers": float_layers}, "qat_224")
     return train(config, out, force=True, progress_bar=False)
 
 
-def model_and_epochs(entry: str) -> tuple[str, int]:
-    """``NAME`` or ``NAME@EPOCHS`` of ``--models``."""
-    name, _, epochs = entry.partition("@")
-    if epochs and not epochs.isdigit():
-        raise SystemExit(f"--models entry {entry!r}: the part after @ must be a number of epochs, e.g. {name}@4")
-    return name, int(epochs) if epochs else RECIPE_EPOCHS
+def parse_entry(entry: str) -> tuple[str, int, int]:
+    """``(name, epochs, float layers)`` of a ``--models`` entry: ``NAME``, ``NAME@EPOCHS``, ``NAME+K`` or
+    ``NAME@EPOCHS+K``."""
+    rest, _, float_layers = entry.partition("+")
+    name, _, epochs = rest.partition("@")
+    for part, what, example in ((epochs, "after @ must be a number of epochs", "@4"),
+                                (float_layers, "after + must be a number of quantizers to keep in float", "+4")):
+        if part and not part.isdigit():
+            raise SystemExit(f"--models entry {entry!r}: the part {what}, e.g. {name}{example}")
+    return name, int(epochs) if epochs else RECIPE_EPOCHS, int(float_layers or 0)
 
 
 def _resume(out) -> dict:
@@ -83,19 +91,20 @@ def batched(name: str, out, batch: int, threads: int) -> str:
 
 
 def table(summaries: dict[str, dict], batch: dict[str, str], size: int) -> str:
-    rows = ["| model | epochs | float32 top-1 | agreement before QAT (PTQ ranges, PyTorch) | runtime | int8 top-1 | "
-            "agreement with float32 | float32 ms | int8 ms | int8 / same runtime's float32 | "
+    rows = ["| model | epochs | kept in float | float32 top-1 | agreement before QAT (PTQ ranges, PyTorch) | runtime | "
+            "int8 top-1 | agreement with float32 | float32 ms | int8 ms | int8 / same runtime's float32 | "
             f"int8 / faster float32 | batch {size} (OpenVINO's int8): float32 ms, int8 ms, int8 / faster float32 |",
-            "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for entry, s in summaries.items():
         name = s["model"]
         f = s["int8"]
         before = s.get("before_qat") or {}
+        kept = ", ".join(s.get("kept_in_float") or []) or "none"
         for runtime in ("onnxruntime", "openvino"):
             if runtime not in f:
                 continue
             r = f[runtime]
-            rows.append(f"| {name} | {s['epochs']} | {f['float32_top1']:.2f} % | "
+            rows.append(f"| {name} | {s['epochs']} | {kept} | {f['float32_top1']:.2f} % | "
                         f"{before.get('agreement', float('nan')):.2f} % | "
                         f"{runtime} | {r['int8_top1']:.2f} % | **{r['agreement']:.2f} %** | {r['float32_ms']:.2f} | "
                         f"{r['int8_ms']:.2f} | {r['int8_over_float32']:.2f}x | {r['int8_over_best_float32']:.2f}x | "
@@ -115,13 +124,13 @@ def main() -> int:
     fix = args.overflow_fix or ("disable" if default_weight_bits() == 8 else "enable")
     summaries, batch = {}, {}
     for entry in args.models.split(","):
-        name, epochs = model_and_epochs(entry)
+        name, epochs, float_layers = parse_entry(entry)
         if not trained(name):
             continue
-        summaries[entry] = qat_run(name, args.threads, fix, epochs)
+        summaries[entry] = qat_run(name, args.threads, fix, epochs, float_layers)
         print(entry, json.dumps(summaries[entry]["int8"]), flush=True)
         if args.batch:
-            batch[entry] = batched(name, run_folder(name, fix, epochs), args.batch, args.threads)
+            batch[entry] = batched(name, run_folder(name, fix, epochs, float_layers), args.batch, args.threads)
             print(entry, f"batch {args.batch}:", batch[entry], flush=True)
     body = ("## Quantization-aware training at 224 px (`ghostnets train --qat`)\n\n"
             f"Machine: {environment(args.threads)}.\n\nRegenerate: `{command_line()}`\n\n"

@@ -125,7 +125,7 @@ def test_a_qat_run_stopped_mid_epoch_resumes_to_where_an_unbroken_run_ends(float
                  test_x=data["test_x"][:40], test_y=data["test_y"][:40])
     config = qat_settings(load_recipe("qat"), float_weights)
     for key, value in {"data": str(tmp_path / "tiny.npz"), "batch_size": 48, "epochs": 1, "threads": 2,
-                       "qat_calib_images": 32, "workers": 0}.items():
+                       "qat_calib_images": 32, "workers": 0, "qat_float_layers": 2}.items():
         setattr(config, key, value)
     unbroken = tmp_path / "unbroken"
     train(config, unbroken, progress_bar=False)
@@ -148,6 +148,14 @@ def test_a_qat_run_stopped_mid_epoch_resumes_to_where_an_unbroken_run_ends(float
     for key in a:
         assert torch.equal(a[key], b[key]), key
     assert (tmp_path / "stopped" / "last_int8.onnx").read_bytes() == (unbroken / "last_int8.onnx").read_bytes()
+    # the two quantizers kept off were chosen once and stayed off through the resume; the file writes no QDQ pair
+    # for them: one QuantizeLinear per quantizer still on
+    kept = [json.loads((d / "summary.json").read_text())["kept_in_float"] for d in (unbroken, tmp_path / "stopped")]
+    assert kept[0] == kept[1] and len(kept[0]) == 2
+    enabled = [k for k in a if k.endswith(".enabled")]
+    proto = onnx.load(str(unbroken / "last_int8.onnx"))
+    assert sum(int(a[k].item() == 0) for k in enabled) == 2
+    assert [n.op_type for n in proto.graph.node].count("QuantizeLinear") == len(enabled) - 2
 
 
 def test_settings_qat_cannot_honour_are_refused(float_weights, tmp_path, capsys):
@@ -168,6 +176,49 @@ def test_settings_qat_cannot_honour_are_refused(float_weights, tmp_path, capsys)
     assert not (tmp_path / "run").exists()
     with pytest.raises(ConfigError, match="qat_calib_images"):
         qat_settings(TrainConfig(qat_calib_images=0), float_weights)
+    with pytest.raises(ConfigError, match="qat_float_layers must be >= 0"):
+        qat_settings(TrainConfig(qat_float_layers=-1), float_weights)
+
+
+@pytest.mark.slow
+def test_the_quantizer_kept_in_float_is_the_one_whose_rounding_wrecks_the_model():
+    """A hand-built outlier: the stem's channel 0 is 1,000x its other channels and the next conv reads it 1,000x
+    smaller, so the float model is ordinary but the per-tensor int8 step of the stem's output (about 1,000 / 255)
+    rounds the other three channels to nothing. That quantizer is the one to keep in float, and switching it off
+    brings the fake-quantized logits back near the float ones."""
+    from torch import nn
+
+    from ghostnets.train.qat import fake_quantized
+    from ghostnets.train.qat_float import disabled_quantizers, keep_in_float
+
+    torch.manual_seed(0)
+
+    class Outlier(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.stem, self.mix, self.head = nn.Conv2d(1, 4, 3, padding=1), nn.Conv2d(4, 8, 1), nn.Linear(8, 5)
+            with torch.no_grad():
+                self.stem.weight[0] *= 1000
+                self.stem.bias[0] *= 1000
+                self.mix.weight[:, 0] /= 1000
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.head(torch.relu(self.mix(torch.relu(self.stem(x)))).mean((2, 3)))
+
+    model = Outlier().eval()
+    calib = [torch.randn(16, 1, 8, 8) for _ in range(2)]
+    quantized = fake_quantized(model, calib, "enable")
+    x = torch.randn(32, 1, 8, 8)
+    with torch.no_grad():
+        expected = model(x)
+        before = float((quantized(x) - expected).norm() / expected.norm())
+        kept = keep_in_float(quantized, model, calib, 1)
+        assert kept == ["output of the model (relu)"] == disabled_quantizers(quantized, x)
+        off = [n for n, m in quantized.named_modules() if hasattr(m, "is_enabled_quantization")
+               and not m.is_enabled_quantization()]
+        assert len(off) == 1 and off[0].endswith("/relu/0__0.0"), off  # the stem's relu, not mix's
+        after = float((quantized(x) - expected).norm() / expected.norm())
+    assert before > 0.2 and after < before / 4, (before, after)
 
 
 @pytest.mark.slow

@@ -33,6 +33,8 @@ class TrainConfig:
     # weights in half of the int8 range ("enable": every conv; "first_layer_only"; "disable": full range): x86 CPUs
     # without VNNI (AVX2) sum u8 x s8 pairs in saturating int16, which full-range weights overflow in ONNX Runtime
     qat_overflow_fix: str = "enable"
+    # how many quantizers stay off (in float), chosen on the calibration images before training (train/qat_float.py)
+    qat_float_layers: int = 0
     data: str | None = None  # ImageFolder DIR, a .npz in the bundled format, or None for Fashion-MNIST
     recipe: str = "default"  # the recipe's own name, recorded with the run
     # schedule (lr is for lr_base_batch images per step; it scales linearly with batch_size)

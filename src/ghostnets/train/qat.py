@@ -46,6 +46,7 @@ from ..record import record_of
 from ..transforms import reparameterize
 from ..transforms.shuffle_free import without_channel_shuffles
 from .config import ConfigError, TrainConfig, update_config
+from .qat_float import keep_in_float
 
 QAT_RECIPE = "qat"
 OVERFLOW_FIXES = ("enable", "first_layer_only", "disable")
@@ -93,6 +94,9 @@ def check_qat(config: TrainConfig) -> None:
                           "from the trained model itself); set model_ema=false compile=false")
     if config.qat_calib_images < 1:
         raise ConfigError(f"qat_calib_images must be >= 1, got {config.qat_calib_images}")
+    if config.qat_float_layers < 0:
+        raise ConfigError(f"qat_float_layers must be >= 0 (how many quantizers stay in float), got "
+                          f"{config.qat_float_layers}")
     if config.qat_overflow_fix not in OVERFLOW_FIXES:
         raise ConfigError(f"qat_overflow_fix must be one of {', '.join(OVERFLOW_FIXES)}, got "
                           f"{config.qat_overflow_fix!r}")
@@ -128,6 +132,7 @@ def quantized_for_training(config: TrainConfig, data, device: torch.device) -> t
     data.train.set_epoch(0, 0)
     calib = first_images(data.train, config.qat_calib_images)
     quantized = fake_quantized(deployed, calib, config.qat_overflow_fix)
+    keep_in_float(quantized, deployed, calib, config.qat_float_layers)
     for p in deployed.parameters():
         p.requires_grad_(False)
     return quantized.to(device), deployed.to(device)

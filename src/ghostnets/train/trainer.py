@@ -39,6 +39,7 @@ from .distributed import Distributed, init_distributed, shutdown
 from .engine import autocast, evaluate, precise_bn, train_step
 from .loaders import RunData, build_data
 from .metrics import MetricsLog
+from .qat_float import disabled_quantizers
 from .state import capture_rng, load_state, restore_rng, save_state
 
 RUN_FILES = ("config.yaml", "checkpoint.pth", "last.safetensors", "best.safetensors", "last_int8.onnx",
@@ -483,6 +484,7 @@ class Trainer:
             summary["final_agreement"] = last.get("eval_agreement")
             summary["before_qat"] = self.qat_start
             summary["int8"] = self.int8
+            summary["kept_in_float"] = disabled_quantizers(self.module, self.qat_images())
         if self.context.is_main:
             atomic_write(self.out / "summary.json", lambda tmp: tmp.write_text(json.dumps(summary, indent=2)))
         return summary
