@@ -270,13 +270,14 @@ def test_activations_are_quantized_per_tensor_so_onnx_runtime_runs_the_file(tmp_
     repghostnet_100 stopped so at its first epoch's end; with per-tensor activations both runtimes run the file."""
     from nncf.torch.quantization.layers import AsymmetricQuantizer
 
-    from ghostnets.train.qat import _quantizers, export_int8_onnx, fake_quantized
+    from ghostnets.train.qat import export_int8_onnx, fake_quantized
+    from ghostnets.train.qat_float import quantizers
 
     torch.manual_seed(0)
     model = ghostnets.reparameterize(ghostnets.create_model("repghostnet_050", num_classes=10, in_chans=1)).eval()
     x, _ = held_out()
     quantized = fake_quantized(model, [x[:64]], "disable")
-    activations = [q for q in _quantizers(quantized) if isinstance(q, AsymmetricQuantizer)]
+    activations = [q for q in quantizers(quantized) if isinstance(q, AsymmetricQuantizer)]
     assert len(activations) > 50 and all(tuple(q.scale_shape) == (1,) for q in activations)
     path = export_int8_onnx(quantized, tmp_path / "int8.onnx", spec=fashion_mnist_input(32, 1),
                             class_names=[str(i) for i in range(10)], images=x[:32])  # checked in both runtimes

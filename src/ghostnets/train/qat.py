@@ -46,7 +46,7 @@ from ..record import record_of
 from ..transforms import reparameterize
 from ..transforms.shuffle_free import without_channel_shuffles
 from .config import ConfigError, TrainConfig, update_config
-from .qat_float import keep_in_float
+from .qat_float import keep_in_float, quantizers
 
 QAT_RECIPE = "qat"
 OVERFLOW_FIXES = ("enable", "first_layer_only", "disable")
@@ -132,6 +132,8 @@ def quantized_for_training(config: TrainConfig, data, device: torch.device) -> t
     data.train.set_epoch(0, 0)
     calib = first_images(data.train, config.qat_calib_images)
     quantized = fake_quantized(deployed, calib, config.qat_overflow_fix)
+    # chosen again on a resume (same weights, same images, same choice): a switched-off quantizer's scale takes no
+    # gradient, and the optimizer, built before the saved state is loaded, must see the parameters the run trained
     keep_in_float(quantized, deployed, calib, config.qat_float_layers)
     for p in deployed.parameters():
         p.requires_grad_(False)
@@ -167,12 +169,6 @@ def fake_quantized(deployed: nn.Module, calib: list[torch.Tensor], overflow_fix:
     return quantized
 
 
-def _quantizers(model: nn.Module) -> list[nn.Module]:
-    from nncf.torch.quantization.layers import BaseQuantizer
-
-    return [m for m in model.modules() if isinstance(m, BaseQuantizer)]
-
-
 def _runtime_runners(path: Path, threads: int | None = None) -> dict:
     """Batch runners for the ONNX file at ``path`` in each installed runtime."""
     from ..runtime.sessions import RuntimeUnavailableError, onnx_runner, openvino_runner
@@ -201,7 +197,7 @@ def _forward_finding_weight_quantizers(model: nn.Module, x: torch.Tensor) -> tup
         if isinstance(args[0], torch.Tensor) and args[0].data_ptr() in parameters and quantizer not in found:
             found.append(quantizer)
 
-    hooks = [q.register_forward_pre_hook(note) for q in _quantizers(model)]
+    hooks = [q.register_forward_pre_hook(note) for q in quantizers(model)]
     try:
         logits = model(x).numpy()
     finally:
@@ -228,7 +224,7 @@ def export_int8_onnx(model: nn.Module, path: str | Path, *, spec: InputSpec, cla
     x = images.float().cpu().contiguous()
     with torch.inference_mode():
         expected, weight_quantizers = _forward_finding_weight_quantizers(cpu, x)
-    for quantizer in _quantizers(cpu):
+    for quantizer in quantizers(cpu):
         quantizer.set_export_mode(QuantizerExportMode.ONNX_QUANTIZE_DEQUANTIZE_PAIRS)
     for quantizer in weight_quantizers:  # write the weights on the grid they trained on: see the function's note
         quantizer._is_quantized_on_export = True

@@ -41,6 +41,13 @@ def _what(path: str, module: str) -> str:
     return f"weight of {where}" if port == "1" else f"input of {where} ({op})"
 
 
+def quantizers(model: nn.Module) -> list[nn.Module]:
+    """``model``'s NNCF quantizers (weights and activations), in module order."""
+    from nncf.torch.quantization.layers import BaseQuantizer
+
+    return [m for m in model.modules() if isinstance(m, BaseQuantizer)]
+
+
 def quantizer_names(model: nn.Module, x: torch.Tensor) -> dict[nn.Module, str]:
     """Each NNCF quantizer of ``model`` and what it quantizes, in the model's own module names (``output of
     blocks.3.0.ghost1.cheap_operation (relu)``, ``weight of blocks.1.0.conv_dw``): found by running ``x`` (one image
