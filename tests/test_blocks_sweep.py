@@ -115,6 +115,41 @@ def test_two_worker_processes_train_each_network_once(tmp_path):
     assert runs == planned
 
 
+def _claim_until_none(url: str, claimed) -> None:
+    from ghostnets.blocks_eval.study import open_storage
+
+    study = optuna.load_study(study_name="race", storage=open_storage(url))
+    while (trial_id := study._pop_waiting_trial_id()) is not None:  # what study.optimize claims a trial with
+        claimed.put(trial_id)
+    claimed.put(None)
+
+
+def test_sqlite_hands_each_waiting_trial_to_one_worker(tmp_path):
+    """SQLite ignores SELECT FOR UPDATE: without the write lock taken at BEGIN, 3 processes claiming 60 enqueued
+    trials doubled 7 of them (the flaky two-worker sweep above)."""
+    import multiprocessing
+
+    from ghostnets.blocks_eval.study import open_storage
+
+    url = f"sqlite:///{tmp_path}/race.db"
+    study = optuna.create_study(study_name="race", storage=open_storage(url))
+    for i in range(60):
+        study.enqueue_trial({}, user_attrs={"key": f"n/{i}"})
+    context = multiprocessing.get_context("fork")
+    claimed = context.Queue()
+    workers = [context.Process(target=_claim_until_none, args=(url, claimed)) for _ in range(3)]
+    for w in workers:
+        w.start()
+    ids, finished = [], 0
+    while finished < len(workers):
+        trial_id = claimed.get(timeout=120)
+        finished += trial_id is None
+        ids += [] if trial_id is None else [trial_id]
+    for w in workers:
+        w.join()
+    assert sorted(ids) == sorted(t._trial_id for t in study.get_trials())
+
+
 def test_sigkill_mid_sweep_then_resume(tmp_path):
     args = _sweep_args(tmp_path, "--heartbeat", "1", epochs=2)
     proc = _run_cli(args)

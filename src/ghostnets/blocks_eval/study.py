@@ -129,13 +129,38 @@ def open_storage(url: str, *, heartbeat_s: int = 30, grace_s: int | None = None)
             system_attrs={k: v for k, v in trial.system_attrs.items() if k == "fixed_params"}))
 
     try:
-        return RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_s,
-                          grace_period=grace_s or 3 * heartbeat_s,
-                          heartbeat_stale_trial_callback=retry)
+        storage = RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_s,
+                             grace_period=grace_s or 3 * heartbeat_s,
+                             heartbeat_stale_trial_callback=retry)
     except Exception as e:  # sqlalchemy's errors name the driver or the connection problem
         raise StudyError(f"cannot open the storage {url}: {type(e).__name__}: {str(e).splitlines()[0]}. Check the "
                          "URL (sqlite:///path/to/file.db, postgresql://USER@HOST:PORT/DB) and that the server is "
                          "running and its driver installed (psycopg2 for PostgreSQL)") from None
+    if url.startswith("sqlite:"):
+        _serialize_sqlite_transactions(storage.engine)
+    return storage
+
+
+def _serialize_sqlite_transactions(engine) -> None:
+    """Make every SQLite transaction take the file's write lock when it begins (``BEGIN IMMEDIATE``).
+
+    Optuna claims a waiting trial by reading its state and then writing RUNNING, relying on ``SELECT ... FOR
+    UPDATE``, which SQLite ignores; Python's driver also begins a transaction only at the first write. Two workers
+    could both read WAITING and both train the same network (15 of 300 claims doubled with 3 processes). With the
+    lock taken at BEGIN, the read and the write are one step, as on PostgreSQL. SQLAlchemy's recipe for pysqlite:
+    https://docs.sqlalchemy.org/en/20/dialects/sqlite.html#serializable-isolation-savepoints-transactional-ddl
+    """
+    from sqlalchemy import event
+
+    @event.listens_for(engine, "connect")
+    def _driver_leaves_transactions_alone(dbapi_connection, _record) -> None:
+        dbapi_connection.isolation_level = None
+
+    @event.listens_for(engine, "begin")
+    def _begin_with_the_write_lock(connection) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    engine.dispose()  # connections opened before the listeners (the schema check) are not reused
 
 
 def study_names(storage) -> list[str]:
