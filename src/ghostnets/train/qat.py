@@ -16,7 +16,7 @@ a float run writes ``last.safetensors`` / ``best.safetensors``, a QAT run writes
 which ONNX Runtime runs with its int8 kernels and OpenVINO reads as FakeQuantize and runs as int8. Each file is
 checked against the fake-quantized model on held-out images, in every installed runtime, before it is put in place.
 At the end the run measures both runtimes on the held-out split (:func:`int8_figures`): agreement, top-1 of float32
-and int8, batch-1 latency of both.
+and int8, batch-1 latency of both (:func:`agreement_figures` alone for agreement on another split).
 
 NNCF's CPU quantizers are a C++ torch extension it compiles on first use (about a minute on 2 cores, cached under
 ``~/.cache/torch_extensions``); NNCF's 60 s limit on that build is raised here to 600 s
@@ -247,37 +247,49 @@ def export_int8_onnx(model: nn.Module, path: str | Path, *, spec: InputSpec, cla
     return atomic_write(path, write)
 
 
+def agreement_figures(path: str | Path, float_model: nn.Module, batches, *, threads: int | None = None) -> dict:
+    """Top-1 agreement of the int8 file at ``path`` with ``float_model`` (the float deploy form, in PyTorch), and the
+    top-1 of both against the labels, over every image of ``batches``, in each installed runtime. The batches are
+    streamed: the whole 10,000-image test split at 224 px (6 GB as float32) is never held at once."""
+    module = float_model.eval().cpu()
+    runners = _runtime_runners(Path(path), threads)
+    images, float_right, same, right = 0, 0, dict.fromkeys(runners, 0), dict.fromkeys(runners, 0)
+    with torch.inference_mode():
+        for x, y, _ in batches:
+            if x is None:
+                continue
+            x, y = x.float().cpu().contiguous(), y.cpu().numpy()
+            reference = torch.cat([module(x[i:i + 64]) for i in range(0, len(x), 64)]).argmax(1).numpy()
+            images, float_right = images + len(x), float_right + int((reference == y).sum())
+            for runtime, run in runners.items():
+                top1 = np.concatenate([run(x[i:i + 16].numpy()) for i in range(0, len(x), 16)]).argmax(1)
+                same[runtime] += int((top1 == reference).sum())
+                right[runtime] += int((top1 == y).sum())
+    figures: dict = {"images": images, "float32_top1": 100 * float_right / images}
+    for runtime in runners:
+        figures[runtime] = {"agreement": 100 * same[runtime] / images, "int8_top1": 100 * right[runtime] / images}
+    return figures
+
+
 def int8_figures(path: str | Path, float_model: nn.Module, batches, *, threads: int | None = None,
                  runs: int = 36) -> dict:
-    """The int8 file at ``path`` beside ``float_model`` (the float deploy form) on every held-out image of
-    ``batches``, in each installed runtime: top-1 agreement with float32, top-1 of both against the labels, and the
-    median batch-1 latency (ms) of both; all four timed together in interleaved rounds, so ``int8_over_best_float32``
-    compares int8 with the faster float32 runtime under the same load."""
+    """:func:`agreement_figures`, and the median batch-1 latency (ms) of the int8 file and of ``float_model``
+    exported to float32 ONNX in each installed runtime; all four timed together in interleaved rounds, so
+    ``int8_over_best_float32`` compares int8 with the faster float32 runtime under the same load."""
     from ..runtime.export import write_onnx_file
     from ..runtime.quantize import median_latencies
 
+    figures = agreement_figures(path, float_model, batches, threads=threads)
+    first = next(x for x, _, _ in batches if x is not None)[:1].float().cpu().contiguous()
     module = float_model.eval().cpu()
-    images, labels = [], []
-    for x, y, _ in batches:
-        if x is not None:
-            images.append(x.float().cpu())
-            labels.append(y.cpu())
-    x, y = torch.cat(images).contiguous(), torch.cat(labels).numpy()
-    with torch.inference_mode():
-        reference = torch.cat([module(x[i:i + 64]) for i in range(0, len(x), 64)]).argmax(1).numpy()
-    figures: dict = {"images": len(x), "float32_top1": 100 * float((reference == y).mean())}
     with tempfile.TemporaryDirectory(prefix=".qat-float-") as work:
         float_onnx = Path(work) / "float32.onnx"
-        write_onnx_file(module, x[:1], float_onnx, True, {})
+        write_onnx_file(module, first, float_onnx, True, {})
         int8_runners = _runtime_runners(Path(path), threads)
         runners = {}
         for runtime, float_run in _runtime_runners(float_onnx, threads).items():
             runners[(runtime, "float32")], runners[(runtime, "int8")] = float_run, int8_runners[runtime]
-            top1 = np.concatenate([runners[(runtime, "int8")](x[i:i + 16].numpy()) for i in range(0, len(x), 16)])
-            top1 = top1.argmax(1)
-            figures[runtime] = {"agreement": 100 * float((top1 == reference).mean()),
-                                "int8_top1": 100 * float((top1 == y).mean())}
-        ms = median_latencies(runners, x[:1].numpy(), runs)
+        ms = median_latencies(runners, first.numpy(), runs)
     best_float = min((v for (_, kind), v in ms.items() if kind == "float32"), default=float("nan"))
     for runtime in {r for r, _ in runners}:
         float_ms, int8_ms = ms[(runtime, "float32")], ms[(runtime, "int8")]
