@@ -10,7 +10,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -22,6 +21,7 @@ from ghostnets.cli import main
 from ghostnets.train import ConfigError, TrainConfig, Trainer, load_recipe, train, update_config
 from ghostnets.train.distill import Distiller, FrozenTeacher, build_teacher, check_distillation, kd_loss
 from ghostnets.train.state import load_state
+from subsets import first_images
 
 SUBSET = Path(__file__).parent / "data" / "fashion_mnist_subset.npz"
 CPU = torch.device("cpu")
@@ -35,12 +35,7 @@ def tiny_config(data: Path = SUBSET, **overrides) -> TrainConfig:
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory) -> Path:
     """96 training and 40 test images of the committed subset: 3 steps of 32 per epoch."""
-    with np.load(SUBSET) as data:
-        arrays = {"train_x": data["train_x"][:96], "train_y": data["train_y"][:96], "test_x": data["test_x"][:40],
-                  "test_y": data["test_y"][:40]}
-    path = tmp_path_factory.mktemp("data") / "tiny.npz"
-    np.savez(path, **arrays)
-    return path
+    return first_images(tmp_path_factory.mktemp("data") / "tiny.npz", 96, 40)
 
 
 @pytest.fixture(scope="module")
