@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
 import torch
 
 import ghostnets
+from cli_run import in_process, in_subprocess
 
 
 @pytest.mark.parametrize(
@@ -74,17 +72,14 @@ def test_empty_ema_entry_falls_back_to_the_state_dict(tmp_path):
         assert torch.equal(loaded(x), model(x))
 
 
-def _cli(*args):
-    return subprocess.run([sys.executable, "-m", "ghostnets", *args], capture_output=True, text=True, timeout=300)
-
-
 @pytest.mark.slow  # a subprocess
 def test_cli_errors_are_one_line(tmp_path):
-    result = _cli("verify", "nope*")
+    result = in_subprocess("verify", "nope*")
     assert result.returncode == 1 and "no model matches" in result.stderr
-    result = _cli("info", "ghostnet_10")
+    result = in_process("info", "ghostnet_10")
     assert result.returncode == 2 and "ghostnet_100" in result.stderr and "Traceback" not in result.stderr
     path = tmp_path / "m.pth"
     torch.save(ghostnets.create_model("ghostnet_050").state_dict(), path)
-    result = _cli("reparam", str(path), "--model", "ghostnet_050", "--out", "/proc/forbidden.safetensors", "--force")
+    result = in_process("reparam", str(path), "--model", "ghostnet_050", "--out", "/proc/forbidden.safetensors",
+                        "--force")
     assert result.returncode == 2 and "Traceback" not in result.stderr and "forbidden" in result.stderr

@@ -30,6 +30,7 @@ from timm.models.repghost import repghost_model_convert
 from torch import nn
 
 import ghostnets
+from cli_run import in_process, in_subprocess
 from conftest import randomize_bn
 from ghostnets import CheckpointError, UnsafeCheckpointError
 from ghostnets.layers import RepGhostModule
@@ -628,12 +629,6 @@ def test_official_repghost_deploy_layout_written_by_timm_loads(tmp_path):
 
 
 # -------------------------------------------------------------------------------------------------------------- 7. CLI
-def _cli(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-m", "ghostnets", *map(str, args)], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=300)
-
-
 @pytest.mark.slow  # CLI runs on full-size models
 def test_cli_reparam(tmp_path):
     _, expected = _timm_source("repghostnet_050", seed=7)
@@ -641,7 +636,7 @@ def test_cli_reparam(tmp_path):
     torch.save({"state_dict": _sd("repghostnet_050", seed=7), "epoch": 10}, src)
     out = tmp_path / "deploy.safetensors"
 
-    done = _cli("reparam", src, "--model", "repghostnet_050", "--out", out, cwd=tmp_path)
+    done = in_process("reparam", src, "--model", "repghostnet_050", "--out", out, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert "Traceback" not in done.stderr
     lines = [line for line in done.stdout.splitlines() if "max" in line.lower()]
@@ -655,7 +650,7 @@ def test_cli_reparam(tmp_path):
     _assert_close(_logits(rebuilt), expected)
 
     written = out.read_bytes()
-    again = _cli("reparam", src, "--model", "repghostnet_050", "--out", out, cwd=tmp_path)
+    again = in_process("reparam", src, "--model", "repghostnet_050", "--out", out, cwd=tmp_path)
     assert again.returncode != 0
     assert "Traceback" not in again.stderr and again.stderr.strip()
     assert out.read_bytes() == written
@@ -663,7 +658,7 @@ def test_cli_reparam(tmp_path):
     _, other_expected = _timm_source("repghostnet_050", seed=8)
     other = tmp_path / "other.pth"
     torch.save(_sd("repghostnet_050", seed=8), other)
-    forced = _cli("reparam", other, "--model", "repghostnet_050", "--out", out, "--force", cwd=tmp_path)
+    forced = in_process("reparam", other, "--model", "repghostnet_050", "--out", out, "--force", cwd=tmp_path)
     assert forced.returncode == 0, forced.stderr
     _assert_close(_logits(ghostnets.create_model(checkpoint_path=out)), other_expected)
     assert _listing(tmp_path) == ["deploy.safetensors", "other.pth", "train.pth"]
@@ -672,7 +667,7 @@ def test_cli_reparam(tmp_path):
 @pytest.mark.slow  # a subprocess
 def test_cli_reparam_missing_input_is_a_one_line_error(tmp_path):
     out = tmp_path / "deploy.safetensors"
-    done = _cli("reparam", tmp_path / "nope.pth", "--model", "repghostnet_050", "--out", out, cwd=tmp_path)
+    done = in_subprocess("reparam", tmp_path / "nope.pth", "--model", "repghostnet_050", "--out", out, cwd=tmp_path)
     assert done.returncode != 0
     assert "Traceback" not in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1, done.stderr

@@ -247,12 +247,14 @@ def export_int8_onnx(model: nn.Module, path: str | Path, *, spec: InputSpec, cla
     return atomic_write(path, write)
 
 
-def agreement_figures(path: str | Path, float_model: nn.Module, batches, *, threads: int | None = None) -> dict:
+def agreement_figures(path: str | Path, float_model: nn.Module, batches, *, threads: int | None = None,
+                      runners: dict | None = None) -> dict:
     """Top-1 agreement of the int8 file at ``path`` with ``float_model`` (the float deploy form, in PyTorch), and the
-    top-1 of both against the labels, over every image of ``batches``, in each installed runtime. The batches are
-    streamed: the whole 10,000-image test split at 224 px (6 GB as float32) is never held at once."""
+    top-1 of both against the labels, over every image of ``batches``, in each installed runtime (``runners``: the
+    file's, when the caller has them). The batches are streamed: the whole 10,000-image test split at 224 px (6 GB
+    as float32) is never held at once."""
     module = float_model.eval().cpu()
-    runners = _runtime_runners(Path(path), threads)
+    runners = runners if runners is not None else _runtime_runners(Path(path), threads)
     images, float_right, same, right = 0, 0, dict.fromkeys(runners, 0), dict.fromkeys(runners, 0)
     with torch.inference_mode():
         for x, y, _ in batches:
@@ -279,13 +281,13 @@ def int8_figures(path: str | Path, float_model: nn.Module, batches, *, threads: 
     from ..runtime.export import write_onnx_file
     from ..runtime.quantize import median_latencies
 
-    figures = agreement_figures(path, float_model, batches, threads=threads)
+    int8_runners = _runtime_runners(Path(path), threads)
+    figures = agreement_figures(path, float_model, batches, runners=int8_runners)
     first = next(x for x, _, _ in batches if x is not None)[:1].float().cpu().contiguous()
     module = float_model.eval().cpu()
     with tempfile.TemporaryDirectory(prefix=".qat-float-") as work:
         float_onnx = Path(work) / "float32.onnx"
         write_onnx_file(module, first, float_onnx, True, {})
-        int8_runners = _runtime_runners(Path(path), threads)
         runners = {}
         for runtime, float_run in _runtime_runners(float_onnx, threads).items():
             runners[(runtime, "float32")], runners[(runtime, "int8")] = float_run, int8_runners[runtime]
