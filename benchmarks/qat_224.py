@@ -43,6 +43,12 @@ RUNS = ROOT / "runs" / "qat-224"
 RECIPE_EPOCHS = load_recipe("qat").epochs
 
 
+def default_overflow_fix() -> str:
+    """``qat_overflow_fix`` as ``ghostnets export --int8`` chooses weights for this CPU: 8-bit (``disable``) where it
+    has int8 dot products, else 7-bit dense weights (``enable``)."""
+    return "disable" if default_weight_bits() == 8 else "enable"
+
+
 def run_folder(name: str, overflow_fix: str, epochs: int = RECIPE_EPOCHS, float_layers: int = 0):
     return RUNS / (name + ("" if overflow_fix == "enable" else "-8bit")
                    + ("" if epochs == RECIPE_EPOCHS else f"-e{epochs}") + (f"-f{float_layers}" if float_layers else ""))
@@ -121,7 +127,7 @@ def main() -> int:
     parser.add_argument("--batch", type=int, default=32, help="batch size of the throughput column (0: none)")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
-    fix = args.overflow_fix or ("disable" if default_weight_bits() == 8 else "enable")
+    fix = args.overflow_fix or default_overflow_fix()
     summaries, batch = {}, {}
     for entry in args.models.split(","):
         name, epochs, float_layers = parse_entry(entry)

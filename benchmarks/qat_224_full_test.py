@@ -23,11 +23,10 @@ import sys
 
 import ghostnets
 from ghostnets.runtime import deploy_form
-from ghostnets.runtime.quantize import default_weight_bits
 from ghostnets.train.distributed import Distributed
 from ghostnets.train.loaders import evaluation_data
 from ghostnets.train.qat import agreement_figures
-from qat_224 import parse_entry, qat_run, run_folder
+from qat_224 import default_overflow_fix, parse_entry, qat_run, run_folder
 from trained_224 import MODELS, checkpoint, trained
 
 from common import command_line, environment, int8_section, write_section
@@ -84,7 +83,7 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
-    fix = "disable" if default_weight_bits() == 8 else "enable"  # qat_224.py's default for this CPU
+    fix = default_overflow_fix()
     rows = {}
     for entry in args.models.split(","):
         name, epochs, float_layers = parse_entry(entry)
